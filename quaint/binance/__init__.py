@@ -1,0 +1,1 @@
+"""Binance spot market-data protocol: models, pure parsers and encoders."""

@@ -1,0 +1,75 @@
+"""The aiohttp application both services start from: ``/health`` and ``/metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    status: str  # healthy | degraded | unhealthy
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def http_status(self) -> int:
+        return 200 if self.status == "healthy" else 503
+
+
+HealthProbe = Callable[[], Awaitable[HealthReport]]
+
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+HEALTH_KEY: web.AppKey[HealthProbe] = web.AppKey("health_probe")
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body, default=str), status=status, content_type="application/json"
+    )
+
+
+def json_error(status: int, message: str, field_name: str | None = None) -> web.Response:
+    """Every API error is JSON: ``{"error": ..., "field": ...}``."""
+    body: dict[str, Any] = {"error": message}
+    if field_name is not None:
+        body["field"] = field_name
+    return json_response(body, status)
+
+
+async def _health(request: web.Request) -> web.Response:
+    report = await request.app[HEALTH_KEY]()
+    return json_response({"status": report.status, **report.body}, report.http_status)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[REGISTRY_KEY])
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Unknown paths and wrong methods answer JSON like every other error."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return json_error(exc.status, exc.reason)
+
+
+def create_service_app(registry: CollectorRegistry, health: HealthProbe) -> web.Application:
+    """A new app with ``/health`` and ``/metrics``; services add their own routes."""
+    app = web.Application(middlewares=[json_errors])
+    app[REGISTRY_KEY] = registry
+    app[HEALTH_KEY] = health
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    return app

@@ -1,0 +1,114 @@
+"""Configuration shared by every service, read from the environment.
+
+One ``Settings`` object is built in each service's ``main()`` and passed down; tests
+build them directly (``FeederSettings(db_host=...)``). Invalid configuration stops
+the process with one line per bad variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["json", "console", "auto"]
+
+
+def parse_symbol_list(value: object) -> object:
+    """``"btcusdt, ETHUSDT"`` -> ``["BTCUSDT", "ETHUSDT"]``; invalid names are refused
+    rather than silently subscribing to a stream that never sends anything."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        symbols = [str(s).strip().upper() for s in value]
+        bad = [s for s in symbols if not _SYMBOL.match(s)]
+        if bad:
+            raise ValueError(f"invalid symbol(s): {', '.join(bad)} (expected e.g. BTCUSDT)")
+        if not symbols:
+            raise ValueError("at least one symbol is required")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("duplicate symbols")
+        return symbols
+    return value
+
+
+class Settings(BaseSettings):
+    """Environment names follow the seed (``DB_HOST``, ``SYMBOLS``, ...)."""
+
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, validate_default=True
+    )
+
+    db_host: str = "localhost"
+    db_port: int = Field(default=5432, ge=1, le=65535)
+    db_user: str = "postgres"
+    db_password: SecretStr = SecretStr("")
+    db_name: str = Field(default="btc_ml_production", min_length=1, max_length=63)
+    db_pool_min_size: int = Field(default=1, ge=0, le=100)
+    db_pool_max_size: int = Field(default=5, ge=1, le=100)
+    # How long start-up keeps retrying an unreachable database before giving up.
+    db_connect_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    # Market data needs no key; kept for the seed's compatibility and never logged.
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"])
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    binance_rest_url: str = "https://api.binance.com"
+
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "auto"
+    use_uvloop: bool = True
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        return parse_symbol_list(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("binance_ws_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value.rstrip("/")
+
+    @field_validator("binance_rest_url")
+    @classmethod
+    def _rest_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per bad variable, named as the user wrote it (upper-case env name)."""
+    lines = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"] if isinstance(p, str)).upper() or "SETTINGS"
+        # Never echo the offending value: it may be a password.
+        lines.append(f"invalid configuration: {name}: {err['msg']}")
+    return lines
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings from the environment, or exit(2) with one clear line per error."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        for line in describe_errors(exc):
+            print(line, file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,118 @@
+"""The asyncpg pool: created once per process, with classified retry at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from quaint.service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Errors that mean "not reachable yet" (server starting, restarting, network): retry.
+RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+
+# Errors raised by a query whose connection went away: the database is unavailable,
+# the work should be kept and retried once it is back.
+CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
+    *RETRYABLE_CONNECT_ERRORS,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.PostgresConnectionError,
+)
+
+STAGING_TABLE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS candles_stage (
+    symbol TEXT, time TIMESTAMPTZ, open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC,
+    volume NUMERIC, quote_asset_volume NUMERIC, taker_buy_base_asset_volume NUMERIC,
+    taker_buy_quote_asset_volume NUMERIC, number_of_trades BIGINT, source TEXT
+) ON COMMIT DELETE ROWS
+"""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached (or refused us) at start-up."""
+
+
+def connect_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.db_host,
+        "port": settings.db_port,
+        "user": settings.db_user,
+        "password": settings.db_password.get_secret_value() or None,
+        "database": settings.db_name,
+    }
+
+
+async def prepare_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection set-up: JSONB as Python objects (orjson), and the session's
+    candle staging table (temporary tables are per connection and survive pool
+    release: asyncpg's reset does not DISCARD them)."""
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+    await conn.execute(STAGING_TABLE_DDL)
+
+
+def backoff_delays(initial: float = 0.5, cap: float = 5.0) -> Iterator[float]:
+    """Doubling delays with a cap (start-up retry; the feeder uses a jittered policy)."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)
+
+
+async def create_pool(settings: Settings, *, delays: Iterator[float] | None = None) -> asyncpg.Pool:
+    """Create the process's pool, retrying reachability errors until
+    ``db_connect_timeout_s`` has passed. Wrong credentials or a missing database fail
+    at once: retrying cannot fix them."""
+    deadline = time.monotonic() + settings.db_connect_timeout_s
+    delays = delays or backoff_delays()
+    target = f"{settings.db_host}:{settings.db_port}/{settings.db_name}"
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                **connect_kwargs(settings),
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+                init=prepare_connection,
+                timeout=10,
+                command_timeout=60,
+            )
+        except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+            raise DatabaseUnavailable(
+                f"database {target} refused the credentials of user {settings.db_user!r}: {exc}"
+            ) from None
+        except asyncpg.InvalidCatalogNameError:
+            raise DatabaseUnavailable(
+                f"database {settings.db_name!r} does not exist on {settings.db_host}:{settings.db_port}"
+            ) from None
+        except RETRYABLE_CONNECT_ERRORS as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseUnavailable(
+                    f"database {target} unreachable for {settings.db_connect_timeout_s:.0f}s: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+            delay = min(next(delays), remaining)
+            log.warning("database_unreachable", target=target, error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+        else:
+            assert pool is not None
+            return pool

@@ -1,0 +1,294 @@
+-- Quaint2 schema: the single source of truth.
+--
+-- Idempotent: applied by the TimescaleDB Docker image at first start (mounted into
+-- /docker-entrypoint-initdb.d) and by each service at start-up under an advisory lock,
+-- so local runs, tests and containers all use exactly this file.
+--
+-- Licences: the Docker image is TimescaleDB's Community edition (timescaledb.license =
+-- 'timescale'): compression, retention and the daily jobs use TimescaleDB's own
+-- policies and job scheduler. Debian's build is the Apache edition ('apache'):
+-- compression is unavailable; retention and the daily jobs run through pg_cron when it
+-- is installed in this database, otherwise the gap handler runs them on the same
+-- schedule (see quaint_automation_mode()).
+
+CREATE EXTENSION IF NOT EXISTS timescaledb;
+
+-- ---------------------------------------------------------------------------------
+-- Settings the schema's own jobs read (book tick retention is user-configurable).
+CREATE TABLE IF NOT EXISTS quaint_config (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO quaint_config (key, value) VALUES
+    ('candles_retention', '13 months'),
+    ('predictions_retention', '3 months'),
+    ('features_retention', '1 month'),
+    ('book_ticker_retention', '30 days')
+ON CONFLICT (key) DO NOTHING;
+
+-- ---------------------------------------------------------------------------------
+-- 1-minute candles. time = the candle's open time (UTC).
+CREATE TABLE IF NOT EXISTS candles_1m (
+    symbol                       TEXT        NOT NULL,
+    time                         TIMESTAMPTZ NOT NULL,
+    open                         NUMERIC     NOT NULL,
+    high                         NUMERIC     NOT NULL,
+    low                          NUMERIC     NOT NULL,
+    close                        NUMERIC     NOT NULL,
+    volume                       NUMERIC     NOT NULL,
+    quote_asset_volume           NUMERIC,
+    taker_buy_base_asset_volume  NUMERIC,
+    taker_buy_quote_asset_volume NUMERIC,
+    number_of_trades             BIGINT,
+    source                       TEXT        NOT NULL DEFAULT 'ws'
+        CONSTRAINT candles_1m_source_check CHECK (source IN ('ws', 'rest', 'archive')),
+    ingested_at                  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (symbol, time),
+    CONSTRAINT candles_1m_minute_check CHECK (date_trunc('minute', time AT TIME ZONE 'UTC') = time AT TIME ZONE 'UTC'),
+    CONSTRAINT candles_1m_range_check CHECK (low <= LEAST(open, close) AND high >= GREATEST(open, close))
+);
+SELECT create_hypertable('candles_1m', by_range('time', INTERVAL '7 days'), if_not_exists => TRUE);
+
+-- Best bid/ask as received. Spot bookTicker has no event time: time = receipt time.
+CREATE TABLE IF NOT EXISTS book_ticker (
+    symbol    TEXT        NOT NULL,
+    time      TIMESTAMPTZ NOT NULL,
+    update_id BIGINT      NOT NULL,
+    bid_price NUMERIC     NOT NULL,
+    bid_qty   NUMERIC     NOT NULL,
+    ask_price NUMERIC     NOT NULL,
+    ask_qty   NUMERIC     NOT NULL
+);
+SELECT create_hypertable('book_ticker', by_range('time', INTERVAL '1 day'), if_not_exists => TRUE);
+CREATE INDEX IF NOT EXISTS book_ticker_symbol_time_idx ON book_ticker (symbol, time DESC);
+
+-- Normalized ML features; time = the minute the features describe (from data up to
+-- and including that minute's close, never later).
+CREATE TABLE IF NOT EXISTS feature_cache (
+    symbol        TEXT        NOT NULL,
+    time          TIMESTAMPTZ NOT NULL,
+    features_json JSONB       NOT NULL,
+    version       TEXT        NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (symbol, time, version)
+);
+SELECT create_hypertable('feature_cache', by_range('time', INTERVAL '1 day'), if_not_exists => TRUE);
+
+-- Model predictions; time = the target minute being predicted.
+-- accuracy (filled by quaint_resolve_predictions once the target minute's candle is
+-- stored): accuracy = max(0, 1 - |prediction - actual| / actual), i.e. 1 minus the
+-- absolute percentage error of the predicted close, floored at 0; 1 = exact.
+CREATE TABLE IF NOT EXISTS predictions (
+    time        TIMESTAMPTZ NOT NULL,
+    symbol      TEXT        NOT NULL,
+    model_id    TEXT        NOT NULL,
+    prediction  NUMERIC     NOT NULL,
+    confidence  NUMERIC     CHECK (confidence BETWEEN 0 AND 1),
+    actual      NUMERIC,
+    accuracy    NUMERIC     CHECK (accuracy BETWEEN 0 AND 1),
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    resolved_at TIMESTAMPTZ,
+    PRIMARY KEY (symbol, model_id, time)
+);
+SELECT create_hypertable('predictions', by_range('time', INTERVAL '7 days'), if_not_exists => TRUE);
+
+-- ---------------------------------------------------------------------------------
+-- Ensemble A/B configurations. The constraints make a bad configuration impossible
+-- to store: one weight per member, weights >= 0 summing to 1, distinct members,
+-- traffic share in [0, 1] and the active configurations' shares summing to <= 1.
+CREATE OR REPLACE FUNCTION quaint_weights_valid(weights NUMERIC[]) RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT bool_and(w IS NOT NULL AND w >= 0) AND abs(sum(w) - 1) < 0.000001
+    FROM unnest(weights) AS w
+$$;
+
+CREATE OR REPLACE FUNCTION quaint_members_distinct(members TEXT[]) RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT count(DISTINCT m) = count(*) AND bool_and(m IS NOT NULL AND m <> '')
+    FROM unnest(members) AS m
+$$;
+
+CREATE TABLE IF NOT EXISTS ensemble_models (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name          TEXT        NOT NULL CHECK (name ~ '^[A-Za-z0-9_.-]{1,100}$'),
+    version       INTEGER     NOT NULL CHECK (version > 0),
+    member_models TEXT[]      NOT NULL CHECK (cardinality(member_models) >= 1
+                                             AND quaint_members_distinct(member_models)),
+    weights       NUMERIC[]   NOT NULL CHECK (quaint_weights_valid(weights)),
+    traffic_share NUMERIC     NOT NULL DEFAULT 0 CHECK (traffic_share BETWEEN 0 AND 1),
+    is_active     BOOLEAN     NOT NULL DEFAULT FALSE,
+    metrics       JSONB       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metrics) = 'object'),
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (name, version),
+    CONSTRAINT ensemble_models_weights_match CHECK (cardinality(weights) = cardinality(member_models))
+);
+
+CREATE OR REPLACE FUNCTION quaint_check_traffic_share() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Serialise concurrent writers so two transactions cannot each pass the check.
+    PERFORM pg_advisory_xact_lock(hashtext('quaint.ensemble_models.traffic'));
+    IF (SELECT coalesce(sum(traffic_share), 0) FROM ensemble_models WHERE is_active) > 1 THEN
+        RAISE EXCEPTION 'active ensemble configurations would receive more than 100%% of traffic'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS ensemble_models_traffic ON ensemble_models;
+CREATE CONSTRAINT TRIGGER ensemble_models_traffic
+    AFTER INSERT OR UPDATE ON ensemble_models
+    DEFERRABLE INITIALLY IMMEDIATE
+    FOR EACH ROW EXECUTE FUNCTION quaint_check_traffic_share();
+
+-- ---------------------------------------------------------------------------------
+-- Data quality events, kept forever (small, and the audit trail of the history).
+CREATE TABLE IF NOT EXISTS data_quality_logs (
+    id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    time              TIMESTAMPTZ NOT NULL DEFAULT now(),
+    symbol            TEXT,
+    event_type        TEXT        NOT NULL CONSTRAINT data_quality_logs_event_type_check CHECK (event_type IN (
+                          'gap_detected', 'gap_backfilled', 'gap_unrecoverable', 'ws_reconnect',
+                          'db_unavailable', 'data_dropped', 'error')),
+    gap_start         TIMESTAMPTZ,
+    gap_end           TIMESTAMPTZ,
+    candles_missing   INTEGER CHECK (candles_missing >= 0),
+    candles_recovered INTEGER CHECK (candles_recovered >= 0),
+    source            TEXT,
+    message           TEXT,
+    details           JSONB       NOT NULL DEFAULT '{}'::jsonb,
+    resolved          BOOLEAN     NOT NULL DEFAULT FALSE,
+    resolved_at       TIMESTAMPTZ,
+    CONSTRAINT data_quality_logs_gap_order CHECK (gap_end IS NULL OR gap_start <= gap_end)
+);
+CREATE INDEX IF NOT EXISTS data_quality_logs_type_symbol_idx
+    ON data_quality_logs (event_type, symbol, gap_start);
+CREATE INDEX IF NOT EXISTS data_quality_logs_open_gaps_idx
+    ON data_quality_logs (symbol, gap_start) WHERE event_type = 'gap_detected' AND NOT resolved;
+-- An exchange outage is recorded once: one gap_unrecoverable row per (symbol, window).
+CREATE UNIQUE INDEX IF NOT EXISTS data_quality_logs_unrecoverable_once
+    ON data_quality_logs (symbol, gap_start, gap_end) WHERE event_type = 'gap_unrecoverable';
+
+-- Every gap_detected row wakes the gap handler at once (LISTEN quaint_gaps), whoever
+-- inserted it, so backfill starts now rather than at the next periodic scan.
+CREATE OR REPLACE FUNCTION quaint_notify_gap() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('quaint_gaps', json_build_object(
+        'id', NEW.id, 'symbol', NEW.symbol,
+        'gap_start', NEW.gap_start, 'gap_end', NEW.gap_end)::text);
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS data_quality_logs_notify_gap ON data_quality_logs;
+CREATE TRIGGER data_quality_logs_notify_gap
+    AFTER INSERT ON data_quality_logs
+    FOR EACH ROW WHEN (NEW.event_type = 'gap_detected')
+    EXECUTE FUNCTION quaint_notify_gap();
+
+-- ---------------------------------------------------------------------------------
+-- Daily jobs, as functions so every scheduler calls the same code.
+
+CREATE OR REPLACE FUNCTION quaint_retention(p_key TEXT) RETURNS INTERVAL
+LANGUAGE sql STABLE AS $$ SELECT value::interval FROM quaint_config WHERE key = p_key $$;
+
+-- Retention: drop whole chunks older than each table's retention. Returns the number
+-- of chunks dropped.
+CREATE OR REPLACE FUNCTION quaint_cleanup(p_now TIMESTAMPTZ DEFAULT now()) RETURNS INTEGER
+LANGUAGE plpgsql AS $$
+DECLARE
+    dropped INTEGER := 0;
+    n INTEGER;
+BEGIN
+    SELECT count(*) INTO n FROM drop_chunks('candles_1m', older_than => p_now - quaint_retention('candles_retention'));
+    dropped := dropped + n;
+    SELECT count(*) INTO n FROM drop_chunks('predictions', older_than => p_now - quaint_retention('predictions_retention'));
+    dropped := dropped + n;
+    SELECT count(*) INTO n FROM drop_chunks('feature_cache', older_than => p_now - quaint_retention('features_retention'));
+    dropped := dropped + n;
+    SELECT count(*) INTO n FROM drop_chunks('book_ticker', older_than => p_now - quaint_retention('book_ticker_retention'));
+    dropped := dropped + n;
+    RETURN dropped;
+END $$;
+
+-- Accuracy: for every past prediction whose target minute has a stored candle, fill
+-- actual (that minute's close), accuracy (formula above) and resolved_at.
+CREATE OR REPLACE FUNCTION quaint_resolve_predictions(p_now TIMESTAMPTZ DEFAULT now()) RETURNS INTEGER
+LANGUAGE plpgsql AS $$
+DECLARE
+    n INTEGER;
+BEGIN
+    UPDATE predictions AS p
+    SET actual = c.close,
+        accuracy = CASE WHEN c.close = 0 THEN NULL
+                        ELSE GREATEST(0, 1 - abs(p.prediction - c.close) / c.close) END,
+        resolved_at = p_now
+    FROM candles_1m AS c
+    WHERE p.actual IS NULL
+      AND p.time <= p_now - INTERVAL '1 minute'
+      AND c.symbol = p.symbol AND c.time = p.time;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- TimescaleDB job wrappers (Community licence): add_job needs (job_id, config).
+CREATE OR REPLACE PROCEDURE quaint_cleanup_job(job_id INTEGER, config JSONB)
+LANGUAGE plpgsql AS $$ BEGIN PERFORM quaint_cleanup(); END $$;
+CREATE OR REPLACE PROCEDURE quaint_accuracy_job(job_id INTEGER, config JSONB)
+LANGUAGE plpgsql AS $$ BEGIN PERFORM quaint_resolve_predictions(); END $$;
+
+-- Which scheduler runs the daily jobs in this database:
+-- 'timescaledb' (Community licence), 'pg_cron' (jobs registered here) or 'service'
+-- (the gap handler runs quaint_cleanup at 02:00 and quaint_resolve_predictions at 03:00 UTC).
+CREATE OR REPLACE FUNCTION quaint_automation_mode() RETURNS TEXT
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF current_setting('timescaledb.license', TRUE) = 'timescale' THEN
+        RETURN 'timescaledb';
+    END IF;
+    IF to_regclass('cron.job') IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM cron.job WHERE jobname IN ('quaint-cleanup', 'quaint-accuracy')
+                   AND database = current_database()) THEN
+            RETURN 'pg_cron';
+        END IF;
+    END IF;
+    RETURN 'service';
+END $$;
+
+-- Next occurrence of hh:00 UTC, as the first run of a daily TimescaleDB job.
+CREATE OR REPLACE FUNCTION quaint_next_utc_hour(p_hour INTEGER) RETURNS TIMESTAMPTZ
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN t > now() THEN t ELSE t + INTERVAL '1 day' END
+    FROM (SELECT (date_trunc('day', now() AT TIME ZONE 'UTC') + make_interval(hours => p_hour))
+                 AT TIME ZONE 'UTC' AS t) AS s
+$$;
+
+DO $automation$
+BEGIN
+    IF current_setting('timescaledb.license', TRUE) = 'timescale' THEN
+        -- Community edition: compression and TimescaleDB's own scheduler.
+        ALTER TABLE candles_1m SET (timescaledb.compress,
+                                    timescaledb.compress_segmentby = 'symbol',
+                                    timescaledb.compress_orderby = 'time DESC');
+        PERFORM add_compression_policy('candles_1m', INTERVAL '7 days', if_not_exists => TRUE);
+        IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs WHERE proc_name = 'quaint_cleanup_job') THEN
+            PERFORM add_job('quaint_cleanup_job', INTERVAL '1 day', initial_start => quaint_next_utc_hour(2));
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs WHERE proc_name = 'quaint_accuracy_job') THEN
+            PERFORM add_job('quaint_accuracy_job', INTERVAL '1 day', initial_start => quaint_next_utc_hour(3));
+        END IF;
+    ELSE
+        RAISE NOTICE 'TimescaleDB licence is %: compression unavailable; retention and daily jobs via pg_cron or the gap handler',
+            current_setting('timescaledb.license', TRUE);
+        -- pg_cron can only be created in the database named by cron.database_name.
+        IF current_setting('cron.database_name', TRUE) = current_database()
+           AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron') THEN
+            CREATE EXTENSION IF NOT EXISTS pg_cron;
+            -- cron.schedule(name, ...) replaces a job of the same name: idempotent.
+            PERFORM cron.schedule('quaint-cleanup', '0 2 * * *', 'SELECT quaint_cleanup()');
+            PERFORM cron.schedule('quaint-accuracy', '0 3 * * *', 'SELECT quaint_resolve_predictions()');
+        END IF;
+    END IF;
+END
+$automation$;
