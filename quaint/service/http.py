@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +48,9 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    payload = generate_latest(request.app[REGISTRY_KEY])
-    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # Honour the scraper's Accept header (Prometheus asks for OpenMetrics when it can).
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encoder(request.app[REGISTRY_KEY]), headers={"Content-Type": content_type})
 
 
 @web.middleware
