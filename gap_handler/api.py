@@ -1,0 +1,211 @@
+"""HTTP API: /health, /metrics, /gaps, /backfills, /coverage.
+
+The app's cleanup context creates the process's components (pool, session, service),
+runs the service's TaskGroup in one supervised task, and on shutdown stops intake,
+lets in-flight pages finish within the deadline, then closes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gap_handler import store
+from gap_handler.app import Components, NowMs, components, health, service_loops, wall_ms
+from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
+from gap_handler.service import DB_ERRORS
+from gap_handler.settings import RETENTION_DAYS, GapHandlerSettings
+from gap_handler.validation import (
+    BadInput,
+    parse_backfill_body,
+    parse_gap_status,
+    parse_int,
+    parse_optional_symbol,
+    parse_symbol,
+)
+from quaint.binance.models import MINUTE_MS, ms_to_datetime
+from quaint.service.http import HealthReport, create_service_app, json_error, json_response
+
+log = structlog.get_logger(__name__)
+
+SETTINGS_KEY = web.AppKey("settings", GapHandlerSettings)
+COMPONENTS_KEY = web.AppKey("components", Components)
+SUPERVISOR_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("supervisor")
+_MAX_BODY = 16 * 1024
+_EVENT_TYPES = {
+    "all": ["gap_detected", "gap_backfilled", "gap_unrecoverable"],
+    "detected": ["gap_detected"],
+    "backfilled": ["gap_backfilled"],
+    "unrecoverable": ["gap_unrecoverable"],
+    "open": [],
+}
+
+
+def _bad(exc: BadInput) -> web.Response:
+    return json_error(exc.status, exc.message, exc.field)
+
+
+def _range_json(symbol: str, r: MinuteRange, state: str) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "start": ms_to_datetime(r.start).isoformat(),
+        "end": ms_to_datetime(r.end).isoformat(),
+        "minutes": r.minutes,
+        "state": state,
+    }
+
+
+async def get_gaps(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS_KEY]
+    svc = c.service
+    try:
+        symbol = parse_optional_symbol(request.query.get("symbol"), svc.symbols)
+        status = parse_gap_status(request.query.get("status"))
+        limit = parse_int(request.query.get("limit"), "limit", default=100, lo=1, hi=1000)
+    except BadInput as exc:
+        return _bad(exc)
+    current: list[dict[str, Any]] = []
+    if status in ("all", "open"):
+        for sym in [symbol] if symbol else svc.symbols:
+            running = svc.running[sym]
+            for hole in svc.current_holes[sym]:
+                state = "backfilling" if any(hole.overlaps(u) for u in running) else "queued"
+                if any(hole.overlaps(p) for p in svc.parked[sym]):
+                    state = "failed"
+                current.append(_range_json(sym, hole, state))
+    recent: list[dict[str, Any]] = []
+    if _EVENT_TYPES[status]:
+        try:
+            async with c.pool.acquire() as conn:
+                recent = await store.recent_gap_events(conn, _EVENT_TYPES[status], symbol, limit)
+        except DB_ERRORS:
+            return json_error(503, "database unavailable")
+    return json_response({"current": current, "recent": recent})
+
+
+def _authorised(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    # Constant-time comparison of bytes: the token is never logged or echoed.
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+async def post_backfill(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS_KEY]
+    token = c.settings.admin_token_value
+    if token is None:
+        return json_error(403, "backfill requests are disabled: ADMIN_TOKEN is not configured")
+    if not _authorised(request, token):
+        return web.Response(
+            body=orjson.dumps({"error": "missing or wrong bearer token"}), status=401,
+            content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    if request.content_length is not None and request.content_length > _MAX_BODY:
+        return json_error(413, "body too large", "body")
+    raw = await request.content.read(_MAX_BODY + 1)
+    if len(raw) > _MAX_BODY:
+        return json_error(413, "body too large", "body")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json_error(400, "body is not valid JSON", "body")
+    try:
+        wanted = parse_backfill_body(body, c.service.symbols, c.now_ms())
+    except BadInput as exc:
+        return _bad(exc)
+    if c.service.stopping:
+        return json_error(503, "shutting down")
+    try:
+        task = await c.service.submit_range(wanted.symbol, wanted.range)
+    except DB_ERRORS:
+        return json_error(503, "database unavailable")
+    body_out = task.as_json(time.monotonic())
+    return json_response(body_out, 202)
+
+
+async def get_backfill(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS_KEY]
+    task = c.service.tasks.get(request.match_info["id"])
+    if task is None:
+        return json_error(404, "no such backfill", "id")
+    return json_response(task.as_json(time.monotonic()))
+
+
+async def get_coverage(request: web.Request) -> web.Response:
+    c = request.app[COMPONENTS_KEY]
+    try:
+        symbol = parse_symbol(request.query.get("symbol"), c.service.symbols)
+        days = parse_int(request.query.get("days"), "days", default=7, lo=1, hi=RETENTION_DAYS)
+    except BadInput as exc:
+        return _bad(exc)
+    end = closed_end(c.now_ms())
+    today = end - end % DAY_MS
+    first = today - (days - 1) * DAY_MS
+    try:
+        async with c.pool.acquire() as conn:
+            rows = await store.coverage(conn, symbol, first, end)
+    except DB_ERRORS:
+        return json_error(503, "database unavailable")
+    out = []
+    for row in rows:
+        start_ms = int(row.day.timestamp() * 1000)
+        expected = (min(start_ms + DAY_MS, end) - start_ms) // MINUTE_MS
+        missing = max(0, expected - row.stored - row.unrecoverable)
+        out.append({
+            "date": row.day.date().isoformat(), "expected": expected, "stored": row.stored,
+            "unrecoverable": row.unrecoverable, "missing": missing,
+            "completeness": round(row.stored / expected, 6) if expected else 1.0,
+        })  # fmt: skip
+    return json_response({"symbol": symbol, "days": out})
+
+
+def _context(settings: GapHandlerSettings, registry: CollectorRegistry, now_ms: NowMs) -> Callable[
+    [web.Application], AsyncIterator[None]
+]:  # fmt: skip
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with components(settings, registry, now_ms=now_ms) as c:
+            app[COMPONENTS_KEY] = c
+            supervisor = asyncio.create_task(c.service.run(service_loops(c)), name="gap-handler-service")
+            app[SUPERVISOR_KEY] = supervisor
+            try:
+                yield
+            finally:
+                c.service.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(supervisor), settings.shutdown_deadline_s + 5)
+                except TimeoutError:
+                    supervisor.cancel()
+                    log.error("service_stop_timeout")
+
+    return ctx
+
+
+def build_app(
+    settings: GapHandlerSettings, registry: CollectorRegistry | None = None, *, now_ms: NowMs = wall_ms
+) -> web.Application:
+    registry = registry or CollectorRegistry()
+    holder: dict[str, web.Application] = {}
+
+    async def probe() -> HealthReport:
+        app = holder["app"]
+        if COMPONENTS_KEY not in app:
+            return HealthReport("unhealthy", {"problems": ["starting"]})
+        return await health(app[COMPONENTS_KEY])
+
+    app = create_service_app(registry, probe)
+    holder["app"] = app
+    app[SETTINGS_KEY] = settings
+    app.cleanup_ctx.append(_context(settings, registry, now_ms))
+    app.router.add_get("/gaps", get_gaps)
+    app.router.add_post("/backfills", post_backfill)
+    app.router.add_get("/backfills/{id}", get_backfill)
+    app.router.add_get("/coverage", get_coverage)
+    return app

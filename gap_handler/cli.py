@@ -1,0 +1,92 @@
+"""One-shot range backfill: ``python -m gap_handler backfill --symbol BTCUSDT --since 2025-01-01``.
+
+Exit 0 only when the range is complete (every minute stored or proven absent at the
+exchange); 1 when something is still missing; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import TextIO
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from gap_handler.app import NowMs, components, wall_ms
+from gap_handler.settings import GapHandlerSettings
+from gap_handler.tracker import RangeTask
+from gap_handler.validation import BadInput, parse_range, parse_symbol
+
+log = structlog.get_logger(__name__)
+_BAR = 30
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gap_handler backfill", description=__doc__)
+    parser.add_argument("--symbol", required=True, help="e.g. BTCUSDT (must be in SYMBOLS)")
+    parser.add_argument("--since", required=True, help="ISO 8601 date/time (UTC) or epoch ms")
+    parser.add_argument("--until", default=None, help="exclusive end; default: now")
+    return parser
+
+
+def render_progress(task: RangeTask, now: float, *, tty: bool) -> str:
+    """One progress line: a bar on a terminal, plain key=value text otherwise."""
+    total = max(task.total_minutes, 1)
+    done = task.minutes_done
+    eta = task.eta_s(now)
+    eta_text = "?" if eta is None else f"{eta:.0f}s"
+    rate = task.rate_per_s(now)
+    if tty:
+        filled = int(_BAR * done / total)
+        bar = "#" * filled + "." * (_BAR - filled)
+        pct = 100 * done / total
+        return f"\r[{bar}] {pct:5.1f}% {done}/{task.total_minutes} min {rate:.0f} min/s ETA {eta_text} "
+    return (
+        f"progress symbol={task.symbol} done={done} total={task.total_minutes} "
+        f"rate={rate:.0f}/s eta={eta_text}\n"
+    )
+
+
+async def _watch(task: RangeTask, out: TextIO, tty: bool, interval: float) -> None:
+    last = float("-inf")
+    while not task.done:
+        if time.monotonic() - last >= interval:
+            last = time.monotonic()
+            out.write(render_progress(task, last, tty=tty))
+            out.flush()
+        await asyncio.sleep(0.05)  # polls the in-memory task; prints every ``interval``
+
+
+async def run_backfill(
+    settings: GapHandlerSettings, argv: list[str], out: TextIO = sys.stdout, *, now_ms: NowMs = wall_ms
+) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        symbol = parse_symbol(args.symbol, [args.symbol.strip().upper()], "--symbol")
+        rng = parse_range(args.since, args.until, now_ms(), start_field="--since", end_field="--until")
+    except BadInput as exc:
+        print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
+        return 2
+    # Any symbol the exchange lists may be backfilled, not only the configured ones.
+    settings = settings.model_copy(update={"symbols": [symbol]})
+    async with components(settings, CollectorRegistry(), now_ms=now_ms) as c:
+        await c.fetcher.load_weight_limit(symbol)
+        runner = asyncio.create_task(c.service.run())
+        try:
+            task = await c.service.submit_range(symbol, rng)
+            tty = out.isatty()
+            await _watch(task, out, tty, 0.2 if tty else 5.0)
+            out.write(render_progress(task, time.monotonic(), tty=tty) + ("\n" if tty else ""))
+        finally:
+            c.service.stop()
+            await runner
+    note = f" ({task.error})" if task.error else ""
+    print(
+        f"{task.state}: {task.recovered} candles recovered, "
+        f"{task.unrecoverable_minutes} minutes the exchange does not have{note}",
+        file=out,
+    )
+    return 0 if task.state == "complete" else 1

@@ -1,0 +1,302 @@
+"""The gap handler's moving parts: scans, the work queue, workers and the NOTIFY listener.
+
+Everything runs under one TaskGroup in :meth:`GapService.run`. Work units are served
+from a priority queue: requested ranges first, then the oldest minute first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from gap_handler import store
+from gap_handler.engine import Engine
+from gap_handler.fetcher import Fetcher, RetriesExhausted
+from gap_handler.intervals import (
+    DAY_MS,
+    MinuteRange,
+    closed_end,
+    due_end,
+    floor_minute,
+    history_start,
+    merge,
+    split_units,
+    subtract,
+    total_minutes,
+)
+from gap_handler.metrics import GapMetrics
+from gap_handler.settings import GapHandlerSettings
+from gap_handler.tracker import RangeTask
+from quaint.binance.models import MINUTE_MS, datetime_to_ms
+from quaint.binance.rest_client import ApiRejected
+from quaint.store.pool import CONNECTION_LOST_ERRORS
+
+log = structlog.get_logger(__name__)
+
+DB_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_LOST_ERRORS, asyncpg.PostgresError)
+
+
+@dataclass(order=True, slots=True)
+class Job:
+    priority: tuple[int, int, int]
+    symbol: str = field(compare=False)
+    unit: MinuteRange = field(compare=False)
+    task: RangeTask | None = field(compare=False, default=None)
+
+
+class GapService:
+    def __init__(
+        self,
+        settings: GapHandlerSettings,
+        pool: asyncpg.Pool,
+        engine: Engine,
+        fetcher: Fetcher,
+        metrics: GapMetrics,
+        *,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.engine = engine
+        self.fetcher = fetcher
+        self.metrics = metrics
+        self.now_ms = now_ms
+        self.symbols = list(settings.symbols)
+        self.queue: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue()
+        self._seq = itertools.count()
+        self.claimed: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
+        self.parked: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
+        self.current_holes: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
+        self.running: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
+        self.tasks: dict[str, RangeTask] = {}
+        self.stopping = False
+        self.backfills_completed = 0
+        self.candles_recovered = 0
+        self.last_scan_at: datetime | None = None
+        self.last_scan_s: float | None = None
+        self.scans = 0
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._extend: dict[str, int] = {}
+        self._scan_from: dict[str, int] = {}
+        self._last_full = float("-inf")
+        self._busy: set[int] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self, extra: list[Callable[[], Coroutine[Any, Any, None]]] | None = None) -> None:
+        """Workers plus ``extra`` loops (scan, listener, daily jobs) until :meth:`stop`;
+        then in-flight units get ``shutdown_deadline_s`` to reach a page boundary."""
+        async with asyncio.TaskGroup() as tg:
+            loops = [tg.create_task(factory()) for factory in extra or []]
+            workers = [tg.create_task(self._worker(i)) for i in range(self.settings.max_concurrent_backfills)]
+            await self._stop.wait()
+            for t in loops:
+                t.cancel()
+            for i, w in enumerate(workers):
+                if i not in self._busy:
+                    w.cancel()
+            _, late = await asyncio.wait(workers, timeout=self.settings.shutdown_deadline_s)
+            for t in late:
+                log.warning("backfill_cancelled_at_deadline")
+                t.cancel()
+
+    def stop(self) -> None:
+        """Stop taking work; units in flight stop at their next page boundary."""
+        self.stopping = True
+        self._stop.set()
+
+    def request_scan(self, symbol: str | None = None, gap: MinuteRange | None = None) -> None:
+        """Scan now; with ``gap``, make sure the scan of ``symbol`` covers it (its start
+        may lie before where the incremental scan would begin, its end may not be due)."""
+        if symbol is not None and gap is not None:
+            self._extend[symbol] = max(self._extend.get(symbol, 0), gap.end)
+            if symbol in self._scan_from:
+                self._scan_from[symbol] = min(self._scan_from[symbol], gap.start)
+        self._wake.set()
+
+    # ---- scanning --------------------------------------------------------------------
+
+    async def scan_loop(self) -> None:
+        await self.fetcher.load_weight_limit(self.symbols[0])
+        interval = self.settings.backfill_check_interval_s
+        while True:
+            try:
+                await self.scan()
+            except DB_ERRORS as exc:
+                self.metrics.errors.labels("scan_db").inc()
+                log.warning("scan_failed", error=f"{type(exc).__name__}: {exc}")
+                interval = min(self.settings.backfill_check_interval_s, 5.0)
+            else:
+                interval = self.settings.backfill_check_interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            self._wake.clear()
+
+    async def scan(self) -> int:
+        """Scan every symbol once and queue what is missing; returns units queued."""
+        started = time.monotonic()
+        now = self.now_ms()
+        full = started - self._last_full >= self.settings.full_scan_interval_s
+        if full:
+            self._scan_from.clear()
+            self._last_full = started
+        extend, self._extend = self._extend, {}
+        # Two symbols at a time: the machine has two cores and the database shares them.
+        sem = asyncio.Semaphore(2)
+
+        async def one(symbol: str) -> int:
+            async with sem:
+                return await self._scan_symbol(symbol, now, extend.get(symbol))
+
+        counts = await asyncio.gather(*(one(s) for s in self.symbols))
+        self.last_scan_s = time.monotonic() - started
+        self.last_scan_at = datetime.fromtimestamp(now / 1000, UTC)
+        self.scans += 1
+        self.metrics.scan_duration.observe(self.last_scan_s)
+        log.info("scan_done", full=full, duration_s=round(self.last_scan_s, 3), units_queued=sum(counts))
+        return sum(counts)
+
+    async def _scan_symbol(self, symbol: str, now: int, extend_to: int | None) -> int:
+        lo = history_start(now, self.settings.history_days)
+        hi = due_end(now, self.settings.gap_detection_threshold_s)
+        if extend_to is not None:
+            hi = max(hi, min(extend_to, closed_end(now)))
+        start = max(lo, self._scan_from.get(symbol, lo))
+        # Units in flight when the query starts may finish before it returns; the rows
+        # they committed may be invisible to it, so their ranges are not queued again.
+        claimed_before = list(self.claimed[symbol])
+        async with self.pool.acquire() as conn:
+            holes = await store.scan_holes(conn, symbol, start, hi)
+            await store.resolve_detected(conn, symbol, hi, datetime.fromtimestamp(now / 1000, UTC))
+        # Holes are only ever filled, so what this scan saw complete stays complete:
+        # the next scan starts at the first hole (a full rescan runs periodically).
+        self._scan_from[symbol] = holes[0].start if holes else hi
+        self.current_holes[symbol] = holes
+        day_ago = floor_minute(now - DAY_MS)
+        recent = [c for h in holes if (c := h.clip(day_ago, hi)) is not None]
+        self.metrics.missing_minutes_24h.labels(symbol).set(total_minutes(recent))
+        fresh = subtract(holes, [*claimed_before, *self.claimed[symbol], *self.parked[symbol]])
+        for hole in fresh:
+            log.info("gap_found", symbol=symbol, gap_start=hole.start, gap_end=hole.end, minutes=hole.minutes)
+        return self._enqueue(symbol, fresh, admin=False)
+
+    def _enqueue(
+        self, symbol: str, holes: list[MinuteRange], *, admin: bool, task: RangeTask | None = None
+    ) -> int:
+        minutes = self.settings.backfill_batch_size * self.settings.unit_max_pages
+        n = 0
+        for hole in holes:
+            for unit in split_units(hole, minutes):
+                self.claimed[symbol] = merge([*self.claimed[symbol], unit])
+                priority = (0 if admin else 1, unit.start, next(self._seq))
+                self.queue.put_nowait(Job(priority, symbol, unit, task))
+                self.metrics.gaps_found.labels(symbol).inc()
+                n += 1
+        self.metrics.queued.set(self.queue.qsize())
+        return n
+
+    # ---- requested ranges (API, CLI) -----------------------------------------------------
+
+    async def submit_range(self, symbol: str, rng: MinuteRange) -> RangeTask:
+        now = self.now_ms()
+        task = RangeTask(
+            id=uuid.uuid4().hex[:16], symbol=symbol, range=rng, created_mono=time.monotonic(),
+            created_at=datetime.fromtimestamp(now / 1000, UTC),
+        )  # fmt: skip
+        self.tasks[task.id] = task
+        hi = min(rng.end, closed_end(now))
+        async with self.pool.acquire() as conn:
+            holes = await store.scan_holes(conn, symbol, rng.start, hi) if hi > rng.start else []
+        minutes = self.settings.backfill_batch_size * self.settings.unit_max_pages
+        units = [u for h in holes for u in split_units(h, minutes)]
+        task.start(units)
+        self._enqueue(symbol, holes, admin=True, task=task)
+        if not units:
+            task.finish(time.monotonic(), "complete")
+        log.info("range_backfill_submitted", symbol=symbol, id=task.id, minutes_missing=task.total_minutes)
+        return task
+
+    # ---- workers -----------------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        while not self.stopping:
+            job = await self.queue.get()
+            self.metrics.queued.set(self.queue.qsize())
+            if self.stopping:
+                break
+            self._busy.add(index)
+            self.metrics.in_flight.inc()
+            try:
+                await self._process(job)
+            finally:
+                self._busy.discard(index)
+                self.metrics.in_flight.dec()
+
+    async def _process(self, job: Job) -> None:
+        symbol, unit, task = job.symbol, job.unit, job.task
+        recovered = unrecoverable = 0
+        complete = False
+        self.running[symbol].append(unit)
+        progress = task.progress if task is not None else None
+        try:
+            report = await self.engine.run_unit(
+                symbol, unit, stopping=lambda: self.stopping, progress=progress
+            )
+            recovered = report.written
+            unrecoverable = report.outcome.unrecoverable_minutes_in_unit
+            complete = report.outcome.complete
+            self.candles_recovered += report.written
+            if complete:
+                self.backfills_completed += 1
+        except ApiRejected as exc:
+            # Permanent: asking again gives the same answer. Parked until restart.
+            self.parked[symbol] = merge([*self.parked[symbol], unit])
+            if task is not None:
+                task.error = f"rejected by the exchange: {exc}"
+        except RetriesExhausted as exc:
+            self.metrics.errors.labels("retries_exhausted").inc()
+            log.warning("backfill_gave_up", symbol=symbol, unit_start=unit.start, error=str(exc))
+        except CONNECTION_LOST_ERRORS as exc:
+            self.metrics.errors.labels("database_lost").inc()
+            log.warning("backfill_db_lost", symbol=symbol, unit_start=unit.start, error=str(exc))
+        finally:
+            self.running[symbol].remove(unit)
+            self.claimed[symbol] = subtract(self.claimed[symbol], [unit])
+            if task is not None:
+                task.unit_finished(
+                    unit, recovered=recovered, unrecoverable=unrecoverable, complete=complete,
+                    now=time.monotonic(),
+                )  # fmt: skip
+
+    # ---- NOTIFY --------------------------------------------------------------------------
+
+    def on_notify(self, payload: str) -> None:
+        """A gap_detected row was inserted: scan that symbol now, up to the gap's end."""
+        try:
+            data = orjson.loads(payload)
+            symbol = data["symbol"]
+            start = datetime_to_ms(datetime.fromisoformat(data["gap_start"]))
+            end = datetime_to_ms(datetime.fromisoformat(data["gap_end"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("notify_ignored", error=str(exc), payload=payload[:200])
+            self.request_scan()
+            return
+        if symbol not in self.claimed:
+            log.warning("notify_unknown_symbol", symbol=str(symbol)[:32])
+            return
+        log.info("gap_notified", symbol=symbol, gap_start=start, gap_end=end)
+        # +1 minute: the feeder's gap_end may name the last missing minute (inclusive).
+        end = end - end % MINUTE_MS + MINUTE_MS
+        self.request_scan(symbol, MinuteRange(start - start % MINUTE_MS, max(end, start - start % MINUTE_MS)))

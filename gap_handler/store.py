@@ -1,0 +1,191 @@
+"""The gap handler's SQL: hole scan, outcome records, coverage. Parameters only.
+
+Conventions: in ``data_quality_logs`` (as the feeder writes them) ``gap_start`` and
+``gap_end`` are the open times of the first and the *last* missing minute, inclusive,
+so ``candles_missing = (gap_end - gap_start) / 1 min + 1``. In Python a hole is a
+half-open :class:`MinuteRange`; the conversion happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from gap_handler.intervals import MinuteRange
+from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
+
+_MINUTE = timedelta(minutes=1)
+
+# One set-based pass per symbol over the primary-key index: lead() pairs each stored
+# minute with the next one, the window's edges come from min/max, and the exchange
+# outages already proven (gap_unrecoverable) are subtracted as a multirange. Nothing
+# but the holes leaves the server.
+SCAN_HOLES = """
+WITH c AS (
+    SELECT time, lead(time) OVER (ORDER BY time) AS nxt
+    FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3
+), edges AS (
+    SELECT min(time) AS first, max(time) AS last
+    FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3
+), found AS (
+    SELECT tstzrange(time + interval '1 minute', nxt) AS r FROM c WHERE nxt > time + interval '1 minute'
+    UNION ALL SELECT tstzrange($2, coalesce(first, $3)) FROM edges WHERE coalesce(first, $3) > $2
+    UNION ALL SELECT tstzrange(last + interval '1 minute', $3) FROM edges
+        WHERE last IS NOT NULL AND last + interval '1 minute' < $3
+), known AS (
+    SELECT coalesce(range_agg(tstzrange(gap_start, gap_end + interval '1 minute')), '{}'::tstzmultirange) AS m
+    FROM data_quality_logs
+    WHERE event_type = 'gap_unrecoverable' AND symbol = $1 AND gap_start < $3 AND gap_end >= $2
+)
+SELECT lower(h) AS gap_start, upper(h) AS gap_end
+FROM (SELECT coalesce(range_agg(r), '{}'::tstzmultirange) AS m FROM found) f, known,
+     unnest(f.m - known.m) AS h
+ORDER BY 1
+"""
+
+
+async def scan_holes(conn: asyncpg.Connection, symbol: str, lo_ms: int, hi_ms: int) -> list[MinuteRange]:
+    """Missing minutes of ``symbol`` in ``[lo_ms, hi_ms)``, minus proven exchange outages."""
+    if hi_ms <= lo_ms:
+        return []
+    rows = await conn.fetch(SCAN_HOLES, symbol, ms_to_datetime(lo_ms), ms_to_datetime(hi_ms))
+    return [MinuteRange(datetime_to_ms(r["gap_start"]), datetime_to_ms(r["gap_end"])) for r in rows]
+
+
+# Touching or overlapping outage rows of one symbol are merged into one row, so an
+# outage discovered piecewise by several work units is still recorded exactly once.
+_LOCK_SYMBOL = "SELECT pg_advisory_xact_lock(hashtext('quaint.gap_unrecoverable'), hashtext($1))"
+_NEIGHBOURS = """
+SELECT id, gap_start, gap_end FROM data_quality_logs
+WHERE event_type = 'gap_unrecoverable' AND symbol = $1
+  AND gap_start <= $3 AND gap_end + interval '1 minute' >= $2
+ORDER BY id
+"""
+
+
+async def record_unrecoverable(
+    conn: asyncpg.Connection, symbol: str, gap: MinuteRange, now: datetime, details: dict[str, Any]
+) -> bool:
+    """Record that the exchange has no candles in ``gap``. Returns True when this added
+    minutes to what was already recorded."""
+    start, end = ms_to_datetime(gap.start), ms_to_datetime(gap.end)
+    async with conn.transaction():
+        await conn.execute(_LOCK_SYMBOL, symbol)
+        rows = await conn.fetch(_NEIGHBOURS, symbol, start, end)
+        lo = min([start, *(r["gap_start"] for r in rows)])
+        hi = max([end, *(r["gap_end"] + _MINUTE for r in rows)])  # exclusive
+        keeper = next((r for r in rows if (r["gap_start"], r["gap_end"] + _MINUTE) == (lo, hi)), None)
+        if keeper is not None and len(rows) == 1:
+            return False
+        if keeper is None and rows:
+            keeper = rows[0]
+        others = [r["id"] for r in rows if keeper is None or r["id"] != keeper["id"]]
+        if others:
+            await conn.execute("DELETE FROM data_quality_logs WHERE id = ANY($1::bigint[])", others)
+        minutes = (datetime_to_ms(hi) - datetime_to_ms(lo)) // MINUTE_MS
+        if keeper is None:
+            await conn.execute(
+                """INSERT INTO data_quality_logs (symbol, event_type, gap_start, gap_end, candles_missing,
+                       candles_recovered, source, message, details, resolved, resolved_at)
+                   VALUES ($1, 'gap_unrecoverable', $2, $3, $4, 0, 'rest',
+                       'the exchange has no candles for these minutes', $5, true, $6)""",
+                symbol, lo, hi - _MINUTE, minutes, details, now,
+            )  # fmt: skip
+        else:
+            await conn.execute(
+                """UPDATE data_quality_logs SET gap_start = $2, gap_end = $3, candles_missing = $4,
+                       details = details || $5 WHERE id = $1""",
+                keeper["id"], lo, hi - _MINUTE, minutes, details,
+            )  # fmt: skip
+    return True
+
+
+async def record_backfilled(
+    conn: asyncpg.Connection,
+    symbol: str,
+    unit: MinuteRange,
+    recovered: int,
+    now: datetime,
+    details: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """INSERT INTO data_quality_logs (symbol, event_type, gap_start, gap_end, candles_missing,
+               candles_recovered, source, message, details, resolved, resolved_at)
+           VALUES ($1, 'gap_backfilled', $2, $3, $4, $5, 'rest', 'backfilled from REST', $6, true, $7)""",
+        symbol, ms_to_datetime(unit.start), ms_to_datetime(unit.end - MINUTE_MS), unit.minutes, recovered,
+        details, now,
+    )  # fmt: skip
+
+
+# A feeder-reported gap is resolved once every minute of it is either stored or a
+# proven outage. Rows reaching past ``$2`` (not yet due) wait.
+RESOLVE_DETECTED = """
+UPDATE data_quality_logs AS d SET resolved = true, resolved_at = $3
+WHERE d.event_type = 'gap_detected' AND NOT d.resolved AND d.symbol = $1
+  AND d.gap_start IS NOT NULL AND d.gap_end IS NOT NULL AND d.gap_end < $2
+  AND NOT EXISTS (
+      SELECT 1 FROM generate_series(date_trunc('minute', d.gap_start), d.gap_end, interval '1 minute') AS m
+      WHERE NOT EXISTS (SELECT 1 FROM candles_1m c WHERE c.symbol = d.symbol AND c.time = m)
+        AND NOT EXISTS (SELECT 1 FROM data_quality_logs u
+                        WHERE u.event_type = 'gap_unrecoverable' AND u.symbol = d.symbol
+                          AND m >= u.gap_start AND m <= u.gap_end))
+"""
+
+
+async def resolve_detected(conn: asyncpg.Connection, symbol: str, due_end_ms: int, now: datetime) -> int:
+    """Mark the feeder's gap_detected rows of ``symbol`` that are now complete resolved."""
+    status = await conn.execute(RESOLVE_DETECTED, symbol, ms_to_datetime(due_end_ms), now)
+    return int(status.rsplit(" ", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class DayCoverage:
+    day: datetime
+    stored: int
+    unrecoverable: int
+
+
+COVERAGE = """
+WITH days AS (
+    SELECT d
+    FROM generate_series($2::timestamptz, $3::timestamptz - interval '1 millisecond', interval '1 day') AS d
+), stored AS (
+    SELECT time_bucket(interval '1 day', time) AS d, count(*) AS n
+    FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3 GROUP BY 1
+), outage AS (
+    SELECT days.d, sum(extract(epoch FROM least(u.gap_end + interval '1 minute', days.d + interval '1 day')
+                                         - greatest(u.gap_start, days.d)) / 60)::bigint AS n
+    FROM days JOIN data_quality_logs u
+      ON u.event_type = 'gap_unrecoverable' AND u.symbol = $1
+     AND u.gap_start < days.d + interval '1 day' AND u.gap_end >= days.d
+    GROUP BY days.d
+)
+SELECT days.d AS day, coalesce(stored.n, 0) AS stored, coalesce(outage.n, 0) AS unrecoverable
+FROM days LEFT JOIN stored USING (d) LEFT JOIN outage USING (d) ORDER BY days.d
+"""
+
+
+async def coverage(
+    conn: asyncpg.Connection, symbol: str, first_day_ms: int, end_ms: int
+) -> list[DayCoverage]:
+    rows = await conn.fetch(COVERAGE, symbol, ms_to_datetime(first_day_ms), ms_to_datetime(end_ms))
+    return [DayCoverage(r["day"], int(r["stored"]), int(r["unrecoverable"])) for r in rows]
+
+
+RECENT_GAPS = """
+SELECT id, time, symbol, event_type, gap_start, gap_end, candles_missing, candles_recovered,
+       resolved, resolved_at, message
+FROM data_quality_logs
+WHERE event_type = ANY($1::text[]) AND ($2::text IS NULL OR symbol = $2)
+ORDER BY time DESC, id DESC LIMIT $3
+"""
+
+
+async def recent_gap_events(
+    conn: asyncpg.Connection, event_types: list[str], symbol: str | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(RECENT_GAPS, event_types, symbol, limit)
+    return [dict(r) for r in rows]

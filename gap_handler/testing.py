@@ -1,0 +1,75 @@
+"""Test support for the gap handler (used by tests/test_gap_*.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from prometheus_client import CollectorRegistry
+
+from gap_handler.app import Components, components, service_loops
+from gap_handler.settings import GapHandlerSettings
+
+
+def settings_for(db_url: str, rest_url: str, **overrides: Any) -> GapHandlerSettings:
+    """Settings pointing at a test database and a simulator; nothing read from the environment."""
+    parts = urlsplit(db_url)
+    values: dict[str, Any] = {
+        "db_host": parts.hostname or "127.0.0.1",
+        "db_port": parts.port or 5432,
+        "db_user": unquote(parts.username or "postgres"),
+        "db_password": unquote(parts.password or ""),
+        "db_name": unquote(parts.path.lstrip("/")),
+        "db_connect_timeout_s": 10,
+        "binance_rest_url": rest_url,
+        "gap_handler_host": "127.0.0.1",
+        "gap_handler_port": 0,
+        "log_format": "json",
+        "use_uvloop": False,
+    }
+    values.update(overrides)
+    return GapHandlerSettings.model_validate(values)
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], within: float, what: str, interval: float = 0.02
+) -> None:
+    """Poll an async condition until true; TimeoutError naming ``what`` after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not await predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running_service(
+    settings: GapHandlerSettings,
+    *,
+    now_ms: Callable[[], int],
+    registry: CollectorRegistry | None = None,
+    loops: bool = True,
+) -> AsyncIterator[Components]:
+    """The service's components with its TaskGroup running (scan loop, listener and
+    daily jobs when ``loops``); stopped like SIGTERM would at the end of the block."""
+    async with components(settings, registry or CollectorRegistry(), now_ms=now_ms) as c:
+        task = asyncio.create_task(c.service.run(service_loops(c) if loops else []))
+        try:
+            yield c
+        finally:
+            c.service.stop()
+            await task
+
+
+def idle(c: Components, min_scans: int = 1) -> Callable[[], Awaitable[bool]]:
+    """Condition: at least ``min_scans`` scans done, nothing queued or running."""
+
+    async def check() -> bool:
+        svc = c.service
+        return svc.scans >= min_scans and svc.queue.qsize() == 0 and not any(svc.running.values())
+
+    return check

@@ -1,0 +1,298 @@
+"""Backfilling against the simulator and a real TimescaleDB: exact rows, rate limits,
+exchange outages, NOTIFY latency, restart safety."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gap_handler.app import components, service_loops
+from gap_handler.intervals import DAY_MS, MinuteRange, due_end, history_start
+from gap_handler.testing import idle, running_service, settings_for, wait_for
+from quaint.binance.models import MINUTE_MS, ms_to_datetime
+from quaint.store.candles import fetch_candles, upsert_candles
+from quaint.store.pool import create_pool
+from quaint.store.quality import QualityEvent, log_event
+from simulator.testing import SimHandle, running_simulator
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+pytestmark = pytest.mark.slow
+
+
+@asynccontextmanager
+async def frozen_sim(**overrides: Any) -> AsyncIterator[SimHandle]:
+    # A frozen clock: nothing new becomes due while a test runs, so request counts
+    # and row sets are exact.
+    overrides.setdefault("symbols", SYMBOLS)
+    async with running_simulator(speed=0, **overrides) as sim:
+        yield sim
+
+
+def window(sim: SimHandle, days: int) -> MinuteRange:
+    now = sim.clock.now_ms()
+    return MinuteRange(history_start(now, days), due_end(now, 70))
+
+
+async def seed(db_url: str, sim: SimHandle, rng: MinuteRange, holes: dict[str, list[MinuteRange]]) -> None:
+    """Store the truth for ``rng`` minus ``holes`` (as the feeder would have)."""
+    pool = await create_pool(settings_for(db_url, sim.rest_url))
+    try:
+        async with pool.acquire() as conn:
+            for symbol in SYMBOLS:
+                cut = holes.get(symbol, [])
+                rows = [
+                    c for c in sim.truth(symbol, rng.start, rng.end)
+                    if not any(h.start <= c.open_time < h.end for h in cut)
+                ]  # fmt: skip
+                await upsert_candles(conn, rows, "ws")
+    finally:
+        await pool.close()
+
+
+async def assert_equals_truth(pool: asyncpg.Pool, sim: SimHandle, rng: MinuteRange) -> None:
+    async with pool.acquire() as conn:
+        for symbol in SYMBOLS:
+            truth = sim.truth(symbol, rng.start, rng.end)
+            stored = await fetch_candles(conn, symbol, rng.start, rng.end)
+            assert len(stored) == len(truth), symbol
+            assert stored == truth, symbol
+    dupes = await pool.fetchval("SELECT count(*) - count(DISTINCT (symbol, time)) FROM candles_1m")
+    assert dupes == 0
+
+
+class Recorder:
+    """Arrival times (sim wall clock) of every REST request and of every 429/418 answer."""
+
+    def __init__(self, sim: SimHandle) -> None:
+        self.arrivals: list[float] = []
+        self.answers: list[tuple[float, int]] = []
+        stats, clock = sim.stats, sim.clock
+        record_request, record_status = stats.record_request, stats.record_status
+
+        def on_request(path: str, now: float) -> None:
+            if path.startswith("/api/"):
+                self.arrivals.append(now)
+            record_request(path, now)
+
+        def on_status(status: int) -> None:
+            self.answers.append((clock.wall(), status))
+            record_status(status)
+
+        stats.record_request = on_request  # type: ignore[method-assign]
+        stats.record_status = on_status  # type: ignore[method-assign]
+
+    def silent_between(self, start: float, end: float) -> bool:
+        return not any(start < t < end for t in self.arrivals)
+
+
+async def test_bootstrap_30_days_at_the_configured_rate(db_url: str) -> None:
+    rate = 15.0  # well below what this machine can process, so the limiter is what is measured
+    async with frozen_sim() as sim:
+        rec = Recorder(sim)
+        settings = settings_for(db_url, sim.rest_url, symbols=SYMBOLS, rate_limit_requests_per_sec=rate)
+        async with running_service(settings, now_ms=sim.clock.now_ms) as c:
+            await wait_for(idle(c), 60, "bootstrap of 30 days x 2 symbols")
+            # From the first request to the last (start-up and schema are not rate-bound).
+            span = rec.arrivals[-1] - rec.arrivals[0]
+            await assert_equals_truth(c.pool, sim, window(sim, 30))
+            stats = sim.stats.snapshot(sim.clock.wall())
+            requests = stats["total_requests"]
+            assert stats["max_requests_1s"] <= rate
+            # 43,200 minutes / 1000 per page = 44 pages per symbol, plus exchangeInfo.
+            assert 88 <= requests <= 92
+            ideal = (requests - 1) / rate
+            print(f"bootstrap: {requests} requests in {span:.2f} s (ideal {ideal:.2f} s)")
+            assert ideal <= span <= 1.15 * ideal, (span, requests)
+            backfilled = await c.pool.fetchval(
+                "SELECT sum(candles_recovered) FROM data_quality_logs WHERE event_type = 'gap_backfilled'"
+            )
+            assert backfilled == c.service.candles_recovered == 2 * window(sim, 30).minutes
+
+
+async def test_punched_holes_are_filled_exactly(db_url: str) -> None:
+    async with frozen_sim() as sim:
+        rng = window(sim, 30)
+        s = rng.start
+        holes = {
+            "BTCUSDT": [MinuteRange(s, s + 5 * MINUTE_MS),  # head
+                        MinuteRange(s + DAY_MS, s + DAY_MS + MINUTE_MS),  # one minute
+                        MinuteRange(s + 10 * DAY_MS, s + 11 * DAY_MS + 7 * MINUTE_MS),  # > 1 page
+                        MinuteRange(rng.end - 30 * MINUTE_MS, rng.end)],  # tail
+            "ETHUSDT": [MinuteRange(s + 3 * DAY_MS + 17 * MINUTE_MS, s + 3 * DAY_MS + 2017 * MINUTE_MS)],
+        }  # fmt: skip
+        await seed(db_url, sim, rng, holes)
+        settings = settings_for(db_url, sim.rest_url, symbols=SYMBOLS, rate_limit_requests_per_sec=50)
+        async with running_service(settings, now_ms=sim.clock.now_ms) as c:
+            await wait_for(idle(c), 30, "holes filled")
+            await assert_equals_truth(c.pool, sim, rng)
+            # Only the holes were asked for: 1 + 1 + 2 + 1 pages, 2 pages, and exchangeInfo.
+            assert sim.stats.total_requests == 8
+            rows = await c.pool.fetch(
+                "SELECT symbol, gap_start, gap_end, candles_recovered FROM data_quality_logs"
+                " WHERE event_type = 'gap_backfilled' ORDER BY symbol, gap_start"
+            )
+            got = [(r["symbol"], r["gap_start"], r["gap_end"], r["candles_recovered"]) for r in rows]
+            want = [
+                (sym, ms_to_datetime(h.start), ms_to_datetime(h.end - MINUTE_MS), h.minutes)
+                for sym in SYMBOLS for h in holes[sym]
+            ]  # fmt: skip
+            assert got == want
+            assert c.service.backfills_completed == 5
+
+
+async def test_429_burst_and_418_ban_are_honoured(db_url: str) -> None:
+    async with frozen_sim(weight_window_s=1, ban_after=0, ban_s=2) as sim:
+        rec = Recorder(sim)
+        sim.faults.add_rest_fault(429, count=3, retry_after_s=1, path="/api/v3/klines")
+        settings = settings_for(
+            db_url, sim.rest_url, symbols=SYMBOLS, history_days=1, backfill_batch_size=200,
+            rate_limit_requests_per_sec=20,
+        )  # fmt: skip
+        async with running_service(settings, now_ms=sim.clock.now_ms) as c:
+            await sim.wait_for(
+                lambda: any(s == 200 for _, s in rec.answers[3:]), 10, "a success after the 429s"
+            )
+            # Ban this client's address outright: its next request is answered 418.
+            limiter = sim.state.limiter
+            limiter.charge("127.0.0.1", limiter.limit + 1, int(sim.clock.wall() * 1000))
+            await sim.wait_for(lambda: any(s == 418 for _, s in rec.answers), 10, "the 418")
+            await wait_for(lambda: _async(c.fetcher.rate_state().state == "banned"), 5, "banned state")
+            health = await _health(c)
+            assert health["rate_limit"]["state"] == "banned" and health["rate_limit"]["until"]
+            await wait_for(idle(c), 30, "backfill after the ban")
+            await assert_equals_truth(c.pool, sim, window(sim, 1))
+        statuses = [s for _, s in rec.answers]
+        assert statuses.count(429) == 3 and statuses.count(418) >= 1
+        for t, status in rec.answers:
+            pause = {429: 1.0, 418: 2.0}.get(status)
+            if pause is not None:
+                # Requests already in flight may land within a few ms; nothing later.
+                assert rec.silent_between(t + 0.05, t + pause - 0.05), (status, t)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def _health(c: Any) -> dict[str, Any]:
+    from gap_handler.app import health
+
+    report = await health(c)
+    return {"status": report.status, **report.body}
+
+
+async def test_exchange_outage_is_recorded_once_and_never_requested_again(db_url: str) -> None:
+    async with frozen_sim() as sim:
+        rng = window(sim, 30)
+        # ETHUSDT's outage spans three work units (10,000 minutes each); BTCUSDT's sits mid-page.
+        short = MinuteRange(rng.start + 3 * DAY_MS + 7 * MINUTE_MS, rng.start + 3 * DAY_MS + 12 * MINUTE_MS)
+        long = MinuteRange(rng.start + 5 * DAY_MS, rng.start + 5 * DAY_MS + 25_000 * MINUTE_MS)
+        sim.faults.add_outage(short.start, short.end, "BTCUSDT")
+        sim.faults.add_outage(long.start, long.end, "ETHUSDT")
+        settings = settings_for(db_url, sim.rest_url, symbols=SYMBOLS, rate_limit_requests_per_sec=100)
+        async with running_service(settings, now_ms=sim.clock.now_ms) as c:
+            await wait_for(idle(c), 60, "bootstrap with outages")
+            await assert_equals_truth(c.pool, sim, rng)
+            rows = await c.pool.fetch(
+                "SELECT symbol, gap_start, gap_end, candles_missing FROM data_quality_logs"
+                " WHERE event_type = 'gap_unrecoverable' ORDER BY symbol"
+            )
+            got = [(r["symbol"], r["gap_start"], r["gap_end"], r["candles_missing"]) for r in rows]
+            assert got == [
+                # gap_end is the last missing minute, as the feeder writes it.
+                ("BTCUSDT", ms_to_datetime(short.start), ms_to_datetime(short.end - MINUTE_MS), 5),
+                ("ETHUSDT", ms_to_datetime(long.start), ms_to_datetime(long.end - MINUTE_MS), 25_000),
+            ]
+            before = sim.stats.total_requests
+            for n in (2, 3):
+                c.service.request_scan()
+                await wait_for(idle(c, min_scans=c.service.scans + 1), 10, f"scan {n}")
+            c.service._last_full = float("-inf")  # force a full rescan of the window too
+            c.service.request_scan()
+            await wait_for(idle(c, min_scans=c.service.scans + 1), 10, "full rescan")
+            assert sim.stats.total_requests == before
+            assert await c.pool.fetchval(
+                "SELECT count(*) FROM data_quality_logs WHERE event_type = 'gap_unrecoverable'"
+            ) == 2  # fmt: skip
+            assert all(not holes for holes in c.service.current_holes.values())
+
+
+async def test_notify_starts_backfill_within_a_second(db_url: str) -> None:
+    async with frozen_sim() as sim:
+        rng = window(sim, 2)
+        await seed(db_url, sim, rng, {})
+        settings = settings_for(db_url, sim.rest_url, symbols=SYMBOLS, history_days=2)
+        async with running_service(settings, now_ms=sim.clock.now_ms) as c:
+            await wait_for(idle(c), 10, "first scan")
+            await wait_for(lambda: _async(c.listener.connected), 5, "listener")
+            before = sim.stats.total_requests
+            hole = MinuteRange(rng.start + DAY_MS, rng.start + DAY_MS + 30 * MINUTE_MS)
+            await c.pool.execute(
+                "DELETE FROM candles_1m WHERE symbol = 'ETHUSDT' AND time >= $1 AND time < $2",
+                ms_to_datetime(hole.start), ms_to_datetime(hole.end),
+            )  # fmt: skip
+            async with c.pool.acquire() as conn:
+                t0 = time.monotonic()
+                await log_event(conn, QualityEvent(
+                    "gap_detected", symbol="ETHUSDT", gap_start=ms_to_datetime(hole.start),
+                    gap_end=ms_to_datetime(hole.end - MINUTE_MS), candles_missing=30, source="ws",
+                ))  # fmt: skip
+            await sim.wait_for(lambda: sim.stats.total_requests > before, 1.0, "a klines request")
+            assert time.monotonic() - t0 < 1.0
+            await wait_for(idle(c, c.service.scans), 5, "hole filled")
+            await assert_equals_truth(c.pool, sim, rng)
+            row = await c.pool.fetchrow(
+                "SELECT resolved, resolved_at FROM data_quality_logs WHERE event_type = 'gap_detected'"
+            )
+            assert row is not None and row["resolved"] and row["resolved_at"] is not None
+
+
+async def test_crash_mid_backfill_resumes_without_gaps_or_refetching(db_url: str) -> None:
+    async with frozen_sim(rest_latency_s=0.05) as sim:
+        rng = window(sim, 10)
+        settings = settings_for(
+            db_url, sim.rest_url, symbols=SYMBOLS, history_days=10, rate_limit_requests_per_sec=50,
+            max_concurrent_backfills=2,
+        )  # fmt: skip
+        async with components(settings, CollectorRegistry(), now_ms=sim.clock.now_ms) as c:
+            run = asyncio.create_task(c.service.run(service_loops(c)))
+            await wait_for(_count_at_least(c.pool, 5000), 20, "some pages committed")
+            # A crash: the service is cancelled mid-request, nothing is checkpointed.
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+        first_requests = sim.stats.total_requests
+        committed = await _count(settings)
+        assert 0 < committed < 2 * rng.minutes
+        async with running_service(settings, now_ms=sim.clock.now_ms) as c:
+            await wait_for(idle(c), 30, "resumed backfill")
+            await assert_equals_truth(c.pool, sim, rng)
+        resumed = sim.stats.total_requests - first_requests
+        pages_left = -(-(2 * rng.minutes - committed) // 1000)
+        # exchangeInfo + what was missing, plus at most one partly fetched page per unit.
+        assert resumed <= 1 + pages_left + 4, (resumed, pages_left)
+
+
+async def _count(settings: Any) -> int:
+    conn = await asyncpg.connect(
+        host=settings.db_host, port=settings.db_port, user=settings.db_user,
+        password=settings.db_password.get_secret_value(), database=settings.db_name,
+    )  # fmt: skip
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM candles_1m"))
+    finally:
+        await conn.close()
+
+
+def _count_at_least(pool: asyncpg.Pool, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return int(await pool.fetchval("SELECT count(*) FROM candles_1m")) >= n
+
+    return check
