@@ -1,0 +1,73 @@
+"""``GET /health`` body (pure): the seed's six fields plus per-symbol detail.
+
+* ``unhealthy`` (503): nothing is flowing (every symbol stale: no closed candle for
+  the stale timeout, connected or not), or the buffer overflowed while the database
+  was down (data is being dropped right now).
+* ``degraded`` (503): the database is unreachable (rows are buffered), a connection
+  is down (e.g. between a failure and the reconnect), or some symbol is stale.
+* ``healthy`` (200): otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quaint.binance.models import ms_to_datetime
+from quaint.service.http import HealthReport
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolHealth:
+    symbol: str
+    last_candle_open: int | None  # ms
+    seconds_since_last_candle: float | None
+    stale: bool
+    connected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    connections_up: int
+    connections_planned: int
+    database_connected: bool
+    shedding_drops: bool  # rows dropped during the current outage
+    candles_processed: int
+    uptime_s: float
+    symbols: list[SymbolHealth]
+
+
+def iso(ms: int | None) -> str | None:
+    return None if ms is None else ms_to_datetime(ms).isoformat().replace("+00:00", "Z")
+
+
+def build_health(h: HealthInputs) -> HealthReport:
+    ws_all = h.connections_up == h.connections_planned
+    any_stale = any(s.stale for s in h.symbols)
+    all_stale = bool(h.symbols) and all(s.stale for s in h.symbols)
+    if all_stale or (not h.database_connected and h.shedding_drops):
+        status = "unhealthy"
+    elif not h.database_connected or not ws_all or any_stale:
+        status = "degraded"
+    else:
+        status = "healthy"
+    newest = max((s.last_candle_open for s in h.symbols if s.last_candle_open is not None), default=None)
+    body: dict[str, Any] = {
+        "websocket_connected": ws_all,
+        "candles_processed": h.candles_processed,
+        "database_status": "connected" if h.database_connected else "disconnected",
+        "last_candle_time": iso(newest),
+        "uptime_seconds": round(h.uptime_s, 3),
+        "symbols": {
+            s.symbol: {
+                "last_candle_time": iso(s.last_candle_open),
+                "seconds_since_last_candle": (
+                    None if s.seconds_since_last_candle is None else round(s.seconds_since_last_candle, 3)
+                ),
+                "stale": s.stale,
+                "websocket_connected": s.connected,
+            }
+            for s in h.symbols
+        },
+    }
+    return HealthReport(status=status, body=body)

@@ -1,0 +1,339 @@
+"""WebSocket I/O shell: one :class:`ConnectionSlot` per planned connection.
+
+A slot keeps its streams flowing forever:
+
+* **reconnect**: any transport failure (classified: ``OPEN_ERRORS`` to open,
+  ``ConnectionClosed``/``OSError`` while reading) or a stale symbol ends the
+  connection; the slot waits the next injected backoff delay and opens a new one. Gap
+  detection then compares each symbol's last closed minute with its first new one.
+* **rollover**: before the connection reaches ``ws_max_connection_age_s``, or when the
+  server announces ``serverShutdown``, a replacement is opened *while the old one
+  keeps reading*; the old one is closed once the replacement has delivered a frame.
+  Both feed the same router, which drops the overlap's duplicates.
+
+Everything else (decoding, dedupe, batching, gaps, staleness) is decided by the
+sans-I/O cores; this module only moves frames and reacts to their outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from feeder.accumulator import Accumulator
+from feeder.connections import ConnectionPlan, ConnectRateLimiter
+from feeder.events import reconnect_event
+from feeder.gaps import GapDetector
+from feeder.metrics import FeederMetrics
+from feeder.router import FrameRouter, Outcome
+from feeder.settings import FeederSettings
+from feeder.watchdog import StaleWatchdog
+from feeder.writer import Sender
+from quaint.service.logging import LogThrottle
+from quaint.service.retry import parse_retry_after
+
+log = structlog.get_logger(__name__)
+
+# Failing to open a connection: refused/reset, handshake timeout, HTTP error (429/418...).
+OPEN_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, WebSocketException)
+# A connection dying while being read.
+READ_ERRORS: tuple[type[BaseException], ...] = (ConnectionClosed, OSError, TimeoutError, WebSocketException)
+Connector = Callable[[str], Any]  # url -> awaitable ClientConnection (injectable for tests)
+
+
+@dataclass(eq=False)
+class Conn:
+    ws: ClientConnection
+    opened_at: float
+    number: int
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    delivered: bool = False
+    shutdown_notice: bool = False
+    ended: str | None = None  # why the reader stopped
+    reader: asyncio.Task[None] | None = None
+
+
+@dataclass
+class SlotState:
+    connected: bool = False
+    open_connections: int = 0
+    connections_opened: int = 0
+    reconnects: int = 0
+    rollovers: int = 0
+    last_error: str = ""
+
+
+class ConnectionSlot:
+    def __init__(
+        self,
+        plan: ConnectionPlan,
+        settings: FeederSettings,
+        router: FrameRouter,
+        acc: Accumulator,
+        sender: Sender,
+        gaps: GapDetector,
+        watchdog: StaleWatchdog,
+        limiter: ConnectRateLimiter,
+        metrics: FeederMetrics,
+        *,
+        reconnect_delays: Callable[[], Iterator[float]],
+        connector: Connector | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.url = plan.url(settings.binance_ws_url)
+        self.symbols = list(plan.symbols)
+        self.router = router
+        self.acc = acc
+        self.sender = sender
+        self.gaps = gaps
+        self.watchdog = watchdog
+        self.limiter = limiter
+        self.metrics = metrics
+        self.reconnect_delays = reconnect_delays
+        self.connector = connector or self._connect
+        self.clock = clock
+        self.state = SlotState()
+        self.log = log.bind(connection=plan.index, symbols=len(self.symbols))
+        self._throttle = LogThrottle(interval_s=10.0, burst=5)
+        self._check_s = min(1.0, settings.stale_timeout_s / 4)
+        self._tg: asyncio.TaskGroup | None = None
+        self._numbers = 0
+        self._open_conns: set[Conn] = set()  # closed on the way out, even mid-rollover
+
+    def _connect(self, url: str) -> Any:
+        return connect(
+            url,
+            open_timeout=self.settings.ws_open_timeout_s,
+            close_timeout=2,
+            max_queue=1024,  # absorb bursts; the router drains much faster than the exchange sends
+            proxy=None,
+        )
+
+    # ---- lifecycle ----
+
+    async def run(self) -> None:
+        """Keep the streams flowing until cancelled (then close whatever is open)."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._supervise_forever()
+
+    async def _supervise_forever(self) -> None:
+        delays = self.reconnect_delays()
+        current: Conn | None = None
+        # Staleness counts from now: a connection that cannot even be opened makes
+        # the symbols stale (health) just like a silent one.
+        self.watchdog.arm(self.symbols, self.clock())
+        try:
+            while True:
+                if current is None:
+                    current = await self._open_with_backoff(delays)
+                ending = await self._watch(current)
+                if ending in ("age", "server_shutdown"):
+                    self.state.rollovers += 1
+                    self.metrics.rollovers.labels(ending).inc()
+                    age = round(self.clock() - current.opened_at, 1)
+                    self.log.info("ws_rollover", reason=ending, age_s=age)
+                    replacement = await self._rollover(current, delays)
+                    if replacement is not None:
+                        current = replacement
+                        continue
+                    ending = current.ended or "rollover failed"
+                # A failure: the stream was interrupted.
+                if self.clock() - current.opened_at >= self.settings.ws_stable_after_s and current.delivered:
+                    delays = self.reconnect_delays()  # it had been healthy: start the backoff over
+                await self._close(current, graceful=False)
+                current = None
+                self._interrupted(ending)
+                await asyncio.sleep(next(delays))
+        finally:
+            for conn in list(self._open_conns):
+                await self._close(conn, graceful=True)
+            self.state.connected = False
+
+    def _interrupted(self, reason: str) -> None:
+        self.state.connected = False
+        self.state.reconnects += 1
+        self.state.last_error = reason
+        kind = "stale" if reason.startswith("stale") else "error"
+        self.metrics.reconnects.labels(kind).inc()
+        self.gaps.mark_reconnect(self.symbols)
+        self.acc.add_event(
+            reconnect_event(self.symbols, reason, self.plan.index, self.state.reconnects), self.clock()
+        )
+        self.log.warning("ws_reconnecting", reason=reason, attempt=self.state.reconnects)
+
+    # ---- opening ----
+
+    async def _open(self) -> Conn:
+        while True:
+            wait = self.limiter.delay(self.clock())
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self.limiter.record(self.clock())  # booked before the await: no other slot can take it
+        ws = await self.connector(self.url)
+        self._numbers += 1
+        conn = Conn(ws=ws, opened_at=self.clock(), number=self._numbers)
+        assert self._tg is not None
+        conn.reader = self._tg.create_task(self._read(conn))
+        self.state.connections_opened += 1
+        self.state.open_connections += 1
+        self._open_conns.add(conn)
+        self.metrics.connections_opened.inc()
+        self.watchdog.arm(self.symbols, conn.opened_at)
+        return conn
+
+    async def _open_with_backoff(self, delays: Iterator[float]) -> Conn:
+        while True:
+            try:
+                conn = await self._open()
+            except OPEN_ERRORS as exc:
+                self.state.last_error = f"open failed: {type(exc).__name__}: {exc}"[:300]
+                self.metrics.reconnects.labels("open_failed").inc()
+                delay = next(delays)
+                if isinstance(exc, InvalidStatus) and exc.response.status_code in (418, 429):
+                    # Rate limited (429) or banned (418): honour Retry-After.
+                    header = exc.response.headers.get("Retry-After")
+                    delay = max(delay, parse_retry_after(header, delay))
+                self.log.warning("ws_open_failed", error=self.state.last_error, retry_in_s=round(delay, 3))
+                await asyncio.sleep(delay)
+                continue
+            self.state.connected = True
+            self.log.info("ws_connected", number=conn.number, url_streams=len(self.plan.streams))
+            return conn
+
+    async def _close(self, conn: Conn, *, graceful: bool) -> None:
+        """Close handshake for a healthy connection (rollover, shutdown); a failed or
+        stale one is aborted at once: a silent peer would not answer the close frame
+        and waiting for it would only delay the reconnect."""
+        if conn not in self._open_conns:
+            return
+        self._open_conns.discard(conn)
+        if graceful:
+            try:
+                async with asyncio.timeout(3):
+                    await conn.ws.close()
+            except (TimeoutError, OSError, WebSocketException):
+                conn.ws.transport.abort()
+        else:
+            conn.ws.transport.abort()
+        if conn.reader is not None and not conn.reader.done():
+            await asyncio.wait([conn.reader], timeout=1.0)
+            if not conn.reader.done():
+                conn.reader.cancel()
+                await asyncio.wait([conn.reader])
+        self.state.open_connections -= 1
+
+    # ---- watching one connection ----
+
+    async def _watch(self, conn: Conn) -> str:
+        """Return why ``conn`` should be replaced: age, server_shutdown (planned), or
+        a failure: the reader's ending, or stale symbols."""
+        deadline = conn.opened_at + self.settings.ws_max_connection_age_s
+        while True:
+            now = self.clock()
+            if conn.reader is not None and conn.reader.done():
+                return conn.ended or "closed"
+            if conn.shutdown_notice:
+                return "server_shutdown"
+            if now >= deadline:
+                return "age"
+            stale = self.watchdog.stale(self.symbols, now)
+            if stale:
+                self.log.warning("ws_stale", stale=stale[:20], count=len(stale))
+                timeout = self.settings.stale_timeout_s
+                return f"stale: no closed candle for {timeout:g} s ({len(stale)} symbol(s))"
+            conn.changed.clear()
+            try:
+                async with asyncio.timeout(min(self._check_s, max(0.0, deadline - now))):
+                    await conn.changed.wait()
+            except TimeoutError:
+                pass
+
+    async def _rollover(self, old: Conn, delays: Iterator[float]) -> Conn | None:
+        """Open a replacement while ``old`` keeps reading; close ``old`` once the new one
+        delivers. ``None`` if ``old`` died before any replacement could deliver."""
+        while True:
+            try:
+                new = await self._open()
+            except OPEN_ERRORS as exc:
+                self.log.warning("ws_rollover_open_failed", error=str(exc)[:300])
+                if old.reader is not None and old.reader.done():
+                    return None
+                await asyncio.sleep(next(delays))
+                continue
+            try:
+                async with asyncio.timeout(self.settings.ws_rollover_timeout_s):
+                    while not new.delivered and not (new.reader is not None and new.reader.done()):
+                        new.changed.clear()
+                        await new.changed.wait()
+            except TimeoutError:
+                pass
+            if new.delivered:
+                await self._close(old, graceful=True)
+                self.state.connected = True
+                self.log.info("ws_rolled_over", number=new.number)
+                return new
+            await self._close(new, graceful=False)
+            if old.reader is not None and old.reader.done():
+                return None
+            await asyncio.sleep(next(delays))
+
+    # ---- reading ----
+
+    async def _read(self, conn: Conn) -> None:
+        acc, sender = self.acc, self.sender
+        on_frame = self.router.on_frame
+        clock = self.clock
+        try:
+            async for raw in conn.ws:
+                outcome = on_frame(raw, time.time_ns() // 1_000_000, clock())
+                if outcome <= Outcome.DUPLICATE:  # data: the common case
+                    if not conn.delivered:
+                        conn.delivered = True
+                        conn.changed.set()
+                    if acc.over_limit:
+                        await sender.wait_for_space()
+                else:
+                    self._on_control(conn, outcome)
+            conn.ended = "closed by server"
+        except READ_ERRORS as exc:
+            conn.ended = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            conn.changed.set()
+
+    def _on_control(self, conn: Conn, outcome: Outcome) -> None:
+        if outcome is Outcome.SHUTDOWN:
+            conn.shutdown_notice = True
+            conn.changed.set()
+            self.log.info("ws_server_shutdown_notice", number=conn.number)
+            return
+        if outcome is Outcome.CONTROL:
+            if not conn.delivered:
+                conn.delivered = True
+                conn.changed.set()
+            return
+        key = outcome.name.lower()
+        allowed, suppressed = self._throttle.allow(key, self.clock())
+        if not allowed:
+            return
+        if outcome is Outcome.MALFORMED:
+            err = self.router.last_error
+            self.log.warning(
+                "ws_malformed_frame",
+                field=err.field if err else None,
+                reason=err.reason[:200] if err else None,
+                suppressed=suppressed,
+            )
+        else:
+            reason = self.router.unexpected_reason
+            self.log.warning("ws_unexpected_frame", reason=reason, suppressed=suppressed)
