@@ -75,10 +75,32 @@ run_pytest() {
   return "$rc"
 }
 
+# Tools the deployment tests drive for real: Prometheus + promtool, Chromium (pgAdmin browser test),
+# and ShellCheck for the shell scripts. Installed only when missing.
+ensure_tools() {
+  local missing=() cmd
+  for cmd in prometheus promtool chromium shellcheck; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && { echo "[test.sh] tools present"; return; }
+  local sudo=()
+  if [[ $EUID -ne 0 ]]; then
+    sudo -n true 2>/dev/null || { echo "[test.sh] error: missing ${missing[*]}; install prometheus chromium shellcheck (needs root)" >&2; return 1; }
+    sudo=(sudo -n)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus chromium shellcheck >/dev/null
+}
+
 if [[ -n ${TEST_DATABASE_URL:-} ]]; then
   echo "[test.sh] TEST_DATABASE_URL is set: skipping the local PostgreSQL install"
 else
   step "system packages" scripts/pg_cluster.sh install
+  step "test tools" ensure_tools
+  step "pgAdmin venv" scripts/pgadmin_env.sh
+  # Everything the suite needs is installed now: a skipped test would be a test that did not run.
+  export QUAINT_NO_SKIP=1
 fi
 step "venv" ensure_venv
 export PATH="$VENV/bin:$PATH"

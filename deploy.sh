@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Start Quaint2 and wait until it is healthy.
+#
+#   ./deploy.sh [--generate-secrets]      Docker: docker compose up (TimescaleDB, feeder, gap handler,
+#                                         pgAdmin, Prometheus); refuses placeholder passwords in .env.
+#                                         --generate-secrets writes strong ones first (creating .env
+#                                         from .env.example when there is none).
+#   ./deploy.sh --local [--simulate]      No Docker: the project's own database cluster, the feeder, the
+#                                         gap handler and Prometheus (when installed) as background
+#                                         processes under .run/; --simulate also starts the bundled
+#                                         Binance simulator and points both services at it.
+#
+# Settings: .env (QUAINT_ENV_FILE chooses another file), documented in .env.example. DEPLOY_TIMEOUT_S
+# bounds the wait for health (default 180). Stop with ./cleanup.sh [--local] [--volumes].
+set -euo pipefail
+
+QUAINT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LOG_TAG=deploy
+# shellcheck source=scripts/deploy_lib.sh
+source "$QUAINT_ROOT/scripts/deploy_lib.sh"
+cd "$QUAINT_ROOT"
+
+usage() {
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  exit "${1:-0}"
+}
+
+# Variables that must hold a real secret before the Docker suite starts.
+SECRET_VARS=(DB_PASSWORD PGADMIN_DEFAULT_PASSWORD)
+PLACEHOLDER=CHANGE_ME
+MIN_SECRET_LENGTH=12
+
+new_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
+
+# Replace every placeholder secret in FILE by a fresh random one (48 hex characters); the values are
+# never printed. Creates FILE from .env.example when it does not exist.
+generate_secrets() {
+  local file=$1 tmp name line changed=()
+  if [[ ! -f $file ]]; then
+    [[ -f $QUAINT_ROOT/.env.example ]] || die ".env.example not found"
+    (umask 077 && cp "$QUAINT_ROOT/.env.example" "$file")
+    log "created $file from .env.example"
+  fi
+  tmp=$(mktemp "$file.XXXXXX")
+  while IFS= read -r line || [[ -n $line ]]; do
+    for name in "${SECRET_VARS[@]}"; do
+      if [[ $line =~ ^$name=(\"?)($PLACEHOLDER)?(\"?)$ ]]; then
+        line="$name=$(new_secret)"
+        changed+=("$name")
+      fi
+    done
+    printf '%s\n' "$line"
+  done <"$file" >"$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$file"
+  if [[ ${#changed[@]} -gt 0 ]]; then
+    log "generated ${changed[*]} in $file (mode 600; the values are not shown)"
+  else
+    log "no placeholder secrets left in $file; nothing generated"
+  fi
+}
+
+# Refuse to start with a missing, empty, placeholder or short secret (the environment overrides .env,
+# as with docker compose).
+check_secrets() {
+  local file=$1 name value bad=()
+  [[ -f $file ]] || die "$file not found: cp .env.example .env and set the passwords, or run ./deploy.sh --generate-secrets"
+  for name in "${SECRET_VARS[@]}"; do
+    value=${!name:-}
+    if [[ -z $value || $value == "$PLACEHOLDER" ]]; then
+      bad+=("$name")
+    elif [[ ${#value} -lt $MIN_SECRET_LENGTH ]]; then
+      bad+=("$name (shorter than $MIN_SECRET_LENGTH characters)")
+    fi
+  done
+  if [[ ${#bad[@]} -gt 0 ]]; then
+    die "refusing to start: placeholder or weak secret in $file: ${bad[*]}. Set strong values, or run ./deploy.sh --generate-secrets"
+  fi
+}
+
+deploy_docker() {
+  local file
+  file=$(env_file)
+  if [[ $GENERATE -eq 1 ]]; then generate_secrets "$file"; fi
+  load_env_file "$file"
+  check_secrets "$file"
+  local compose
+  compose=$(compose_cmd)
+  [[ -n $compose ]] || die "Docker Compose v2 not found (docker compose / docker-compose). Install Docker, or run without it: ./deploy.sh --local"
+  docker info >/dev/null 2>&1 || die "the Docker engine does not answer (docker info failed). Start it, or run without Docker: ./deploy.sh --local"
+  local timeout=${DEPLOY_TIMEOUT_S:-180}
+  [[ $timeout =~ ^[0-9]+$ ]] || die "DEPLOY_TIMEOUT_S must be a whole number of seconds"
+  log "docker compose up (build, then wait up to ${timeout}s for every health check)"
+  # shellcheck disable=SC2086  # "docker compose" is two words on purpose
+  if ! $compose --env-file "$file" -f "$QUAINT_ROOT/docker-compose.yml" up -d --build --wait --wait-timeout "$timeout"; then
+    # shellcheck disable=SC2086
+    $compose --env-file "$file" -f "$QUAINT_ROOT/docker-compose.yml" ps >&2 || true
+    die "the suite did not become healthy; see: $compose logs --tail 50"
+  fi
+  local sb=${SERVICES_BIND:-127.0.0.1} pb=${PGADMIN_BIND:-127.0.0.1}
+  [[ $sb != 0.0.0.0 ]] || sb=127.0.0.1
+  [[ $pb != 0.0.0.0 ]] || pb=127.0.0.1
+  echo "Quaint2 is up (Docker)"
+  echo "  feeder       http://$sb:${FEEDER_PUBLISH_PORT:-8080}/health  /metrics"
+  echo "  gap handler  http://$sb:${GAP_HANDLER_PUBLISH_PORT:-9000}/health  /metrics"
+  echo "  prometheus   http://$sb:${PROMETHEUS_PUBLISH_PORT:-9090}"
+  echo "  pgadmin      http://$pb:${PGADMIN_PORT:-8000}  (login ${PGADMIN_DEFAULT_EMAIL:-?}; the server 'timescaledb' is pre-configured)"
+  echo "  database     ${DB_BIND:-127.0.0.1}:${DB_PUBLISH_PORT:-5432}, database ${DB_NAME:-btc_ml_production}, user ${DB_USER:-postgres}"
+  echo "  stop         ./cleanup.sh   (add --volumes to delete the data too)"
+}
+
+LOCAL=0
+SIMULATE=0
+GENERATE=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --local) LOCAL=1; shift ;;
+    --simulate) SIMULATE=1; shift ;;
+    --generate-secrets) GENERATE=1; shift ;;
+    -h | --help) usage ;;
+    *) log "unknown argument: $1"; usage 2 ;;
+  esac
+done
+
+if [[ $LOCAL -eq 1 ]]; then
+  [[ $GENERATE -eq 0 ]] || die "--generate-secrets is for the Docker suite (the local cluster listens on loopback only)"
+  args=(up)
+  [[ $SIMULATE -eq 0 ]] || args+=(--simulate)
+  exec "$QUAINT_ROOT/scripts/local_suite.sh" "${args[@]}"
+fi
+[[ $SIMULATE -eq 0 ]] || die "--simulate needs --local (the Docker suite always reads the real Binance)"
+deploy_docker
