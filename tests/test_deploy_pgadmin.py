@@ -265,6 +265,7 @@ def tree_entry(page: Any, name: str) -> Any:
 def test_pgadmin_opens_the_preconfigured_database_and_queries_candles(
     chromium: str, pgadmin: PgAdmin
 ) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     t0 = time.monotonic()
@@ -280,10 +281,22 @@ def test_pgadmin_opens_the_preconfigured_database_and_queries_candles(
             page.get_by_role("button", name="Login").click()
             # The pre-configured server, in the default group: no set-up clicks.
             tree_entry(page, "Servers").locator(".directory-toggle").click()
-            tree_entry(page, "timescaledb").locator(".directory-toggle").click()
+            server_toggle = tree_entry(page, "timescaledb").locator(".directory-toggle")
+            server_toggle.click()
             # Opening the server connects; a password prompt would mean the pgpass file was not used.
             prompt = page.get_by_text("Connect to Server")
-            tree_entry(page, "Databases").or_(prompt).first.wait_for()
+            for attempt in range(3):
+                try:
+                    tree_entry(page, "Databases").or_(prompt).first.wait_for(timeout=10_000)
+                    break
+                except PlaywrightTimeout:
+                    # Seen under load: pgAdmin connects (its dashboard shows the server's activity)
+                    # but leaves the expanded node without children; collapsing and expanding
+                    # again renders them. Three tries, then the test fails.
+                    if attempt == 2:
+                        raise
+                    server_toggle.click()
+                    server_toggle.click()
             assert not prompt.is_visible(), "pgAdmin asked for the password: the pgpass file was not used"
             tree_entry(page, "Databases").locator(".directory-toggle").click()
             tree_entry(page, DB_NAME).locator(".file-name").click()
