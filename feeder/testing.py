@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import asyncpg
@@ -26,6 +25,7 @@ from quaint.binance.encode import (
     kline_stream,
 )
 from quaint.binance.models import MINUTE_MS, BookTick, Candle
+from quaint.service.settings import db_fields_from_url
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import prepare_connection
 from simulator.testing import SimHandle, running_simulator, wait_until
@@ -103,13 +103,8 @@ def book_frame(t: BookTick) -> bytes:
 def settings_for(db_url: str, ws_url: str, **overrides: Any) -> FeederSettings:
     """Feeder settings for a test database and simulator; wall-time knobs shrunk for a
     simulator at speed 60 (1 simulated minute = 1 wall second)."""
-    parts = urlsplit(db_url)
     values: dict[str, Any] = {
-        "db_host": parts.hostname or "127.0.0.1",
-        "db_port": parts.port or 5432,
-        "db_user": unquote(parts.username or "postgres"),
-        "db_password": unquote(parts.password or ""),
-        "db_name": unquote(parts.path.lstrip("/")),
+        **db_fields_from_url(db_url),
         "db_connect_timeout_s": 20,
         "binance_ws_url": ws_url,
         "feeder_host": "127.0.0.1",

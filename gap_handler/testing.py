@@ -7,23 +7,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CollectorRegistry
 
 from gap_handler.app import Components, components, service_loops
 from gap_handler.settings import GapHandlerSettings
+from quaint.service.settings import db_fields_from_url
 
 
 def settings_for(db_url: str, rest_url: str, **overrides: Any) -> GapHandlerSettings:
     """Settings pointing at a test database and a simulator; nothing read from the environment."""
-    parts = urlsplit(db_url)
     values: dict[str, Any] = {
-        "db_host": parts.hostname or "127.0.0.1",
-        "db_port": parts.port or 5432,
-        "db_user": unquote(parts.username or "postgres"),
-        "db_password": unquote(parts.password or ""),
-        "db_name": unquote(parts.path.lstrip("/")),
+        **db_fields_from_url(db_url),
         "db_connect_timeout_s": 10,
         "binance_rest_url": rest_url,
         "gap_handler_host": "127.0.0.1",

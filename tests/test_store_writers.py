@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from quaint.binance.models import BookTick, Candle
-from quaint.service.settings import Settings
+from quaint.service.settings import Settings, db_fields_from_url
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.features import FeatureRow, latest_features, upsert_features
@@ -122,18 +122,9 @@ async def test_unreachable_database_fails_clearly_after_the_deadline() -> None:
 
 
 async def test_missing_database_fails_at_once(db_url: str) -> None:
-    # Reuse the test server's host/port/user from the DSN, with a database that does not exist.
-    from urllib.parse import urlparse
-
-    url = urlparse(db_url)
-    settings = Settings(
-        db_host=url.hostname or "127.0.0.1",
-        db_port=url.port or 5432,
-        db_user=url.username or "postgres",
-        db_password=url.password or "",  # type: ignore[arg-type]
-        db_name="no_such_database",
-        db_connect_timeout_s=30,
-    )
+    # The test server's host, port and user, with a database that does not exist.
+    fields = {**db_fields_from_url(db_url), "db_name": "no_such_database"}
+    settings = Settings(**fields, db_connect_timeout_s=30)
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable, match="does not exist"):
         await create_pool(settings)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -92,6 +93,19 @@ class Settings(BaseSettings):
 
 
 S = TypeVar("S", bound=Settings)
+
+
+def db_fields_from_url(url: str) -> dict[str, Any]:
+    """``postgresql://user:pass@host:port/db`` -> the ``db_*`` settings fields (tests and
+    tools that are handed a URL build their Settings with this)."""
+    parts = urlsplit(url)
+    return {
+        "db_host": parts.hostname or "127.0.0.1",
+        "db_port": parts.port or 5432,
+        "db_user": unquote(parts.username or "postgres"),
+        "db_password": unquote(parts.password or ""),
+        "db_name": unquote(parts.path.lstrip("/")),
+    }
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
