@@ -29,6 +29,11 @@ RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
     *RETRYABLE_CONNECT_ERRORS,
     asyncpg.InterfaceError,
+    # A connection cut mid-operation by a server shutdown can be handed out again with
+    # its protocol stuck ("cannot switch to state 11; another operation (2) is in
+    # progress", MagicStack/asyncpg#784, #1069): unusable, and the pool terminates it on
+    # release. Found by tests/test_chaos.py (PostgreSQL restarts under load).
+    asyncpg.InternalClientError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.PostgresConnectionError,
