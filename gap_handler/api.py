@@ -94,8 +94,23 @@ async def get_gaps(request: web.Request) -> web.Response:
 def _authorised(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
-    # Constant-time comparison of bytes: the token is never logged or echoed.
-    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+    # Constant-time comparison of bytes: the token is never logged or echoed. aiohttp
+    # decodes header bytes that are not UTF-8 as surrogates; surrogateescape turns them
+    # back into the bytes that were sent (a plain encode() would raise: a 500).
+    sent = presented.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(sent, token.encode())
+
+
+async def _read_capped(request: web.Request) -> bytes:
+    """The body, but never more than the cap + 1 byte. One read() returns only what has
+    arrived so far: a body sent in several pieces would be cut short."""
+    raw = b""
+    while len(raw) <= _MAX_BODY:
+        chunk = await request.content.read(_MAX_BODY + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return raw
 
 
 async def post_backfill(request: web.Request) -> web.Response:
@@ -110,7 +125,7 @@ async def post_backfill(request: web.Request) -> web.Response:
         )  # fmt: skip
     if request.content_length is not None and request.content_length > _MAX_BODY:
         return json_error(413, "body too large", "body")
-    raw = await request.content.read(_MAX_BODY + 1)
+    raw = await _read_capped(request)
     if len(raw) > _MAX_BODY:
         return json_error(413, "body too large", "body")
     try:

@@ -16,7 +16,20 @@ when requests arrive a few milliseconds late.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+# Binance bans last from 2 minutes to 3 days. A Retry-After beyond that, or one that is
+# not a number at all ("inf" and "nan" parse as floats), must not stop every request
+# for good: it is capped, or replaced by the usual one-minute pause.
+MAX_PAUSE_S = 3 * 86_400.0
+DEFAULT_PAUSE_S = 60.0
+
+
+def pause_s(retry_after: float) -> float:
+    if not math.isfinite(retry_after) or retry_after < 0:
+        return DEFAULT_PAUSE_S
+    return min(retry_after, MAX_PAUSE_S)
 
 
 class TokenBucket:
@@ -128,11 +141,11 @@ class RateGate:
 
     def on_rate_limited(self, now: float, retry_after: float) -> None:
         """HTTP 429: everyone pauses for Retry-After."""
-        self._paused_until = max(self._paused_until, now + retry_after)
+        self._paused_until = max(self._paused_until, now + pause_s(retry_after))
 
     def on_banned(self, now: float, retry_after: float) -> None:
         """HTTP 418: the IP is banned; nothing is sent until the ban ends."""
-        self._banned_until = max(self._banned_until, now + retry_after)
+        self._banned_until = max(self._banned_until, now + pause_s(retry_after))
 
     def observe_weight(self, used: int, now: float, reset_in: float) -> None:
         self.weight.observe(used, now, reset_in)

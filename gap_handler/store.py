@@ -19,22 +19,49 @@ from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 
 _MINUTE = timedelta(minutes=1)
 
-# One set-based pass per symbol over the primary-key index: lead() pairs each stored
-# minute with the next one, the window's edges come from min/max, and the exchange
-# outages already proven (gap_unrecoverable) are subtracted as a multirange. Nothing
-# but the holes leaves the server.
+# One set-based query per symbol; nothing but the holes leaves the server. Reading every
+# stored minute is unavoidable (only a count proves a stretch complete), so the
+# per-row work is kept to the cheapest pass there is:
+#
+# 1. ``counts``: rows per UTC hour, from an index-only scan of the primary key. Since
+#    (symbol, time) is unique and every time is a whole minute, an hour holding as many
+#    rows as it has minutes is complete; no other hour needs a second look.
+# 2. ``short``: the hours of the window holding fewer (an hour without rows has no
+#    ``counts`` row, hence the series), clipped to the window.
+# 3. ``runs``: short hours less than a day apart are read as one run, so a pathological
+#    table (a hole in every hour) costs one range read instead of thousands of probes.
+# 4. ``pts``: the stored minutes of each run plus two sentinels just outside it; lead()
+#    over them pairs each minute with the next, and every jump of more than a minute
+#    is a hole (the sentinels turn the run's edges, and empty runs, into holes too).
+#
+# Finally the exchange outages already proven (gap_unrecoverable) are subtracted as a
+# multirange. Hours are added as ``interval '1 hour'``, never days, so the session's
+# time zone cannot shift a bucket; time_bucket() buckets timestamptz in UTC.
+# Why not lead() over every row: a window function costs ~3x a count per row; this is
+# ~1.7x faster over 13 months (python -m bench scan).
 SCAN_HOLES = """
-WITH c AS (
-    SELECT time, lead(time) OVER (ORDER BY time) AS nxt
-    FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3
-), edges AS (
-    SELECT min(time) AS first, max(time) AS last
-    FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3
+WITH counts AS (
+    SELECT time_bucket(interval '1 hour', time) AS b, count(*) AS n
+    FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3 GROUP BY 1
+), short AS (
+    SELECT greatest(b, $2) AS lo, least(b + interval '1 hour', $3) AS hi
+    FROM generate_series(time_bucket(interval '1 hour', $2::timestamptz),
+                         $3::timestamptz - interval '1 microsecond', interval '1 hour') AS b
+    LEFT JOIN counts USING (b)
+    WHERE coalesce(n, 0) * interval '1 minute' < least(b + interval '1 hour', $3) - greatest(b, $2)
+), runs AS (
+    SELECT min(lo) AS lo, max(hi) AS hi
+    FROM (SELECT lo, hi, count(*) FILTER (WHERE brk) OVER (ORDER BY lo) AS run
+          FROM (SELECT lo, hi, lo > lag(hi) OVER (ORDER BY lo) + interval '1 day' AS brk FROM short) s) t
+    GROUP BY run
+), pts AS (
+    SELECT r.lo, c.time FROM runs r JOIN candles_1m c ON c.symbol = $1 AND c.time >= r.lo AND c.time < r.hi
+    UNION ALL SELECT lo, lo - interval '1 minute' FROM runs
+    UNION ALL SELECT lo, hi FROM runs
 ), found AS (
-    SELECT tstzrange(time + interval '1 minute', nxt) AS r FROM c WHERE nxt > time + interval '1 minute'
-    UNION ALL SELECT tstzrange($2, coalesce(first, $3)) FROM edges WHERE coalesce(first, $3) > $2
-    UNION ALL SELECT tstzrange(last + interval '1 minute', $3) FROM edges
-        WHERE last IS NOT NULL AND last + interval '1 minute' < $3
+    SELECT tstzrange(time + interval '1 minute', nxt) AS r
+    FROM (SELECT time, lead(time) OVER (PARTITION BY lo ORDER BY time) AS nxt FROM pts) x
+    WHERE nxt > time + interval '1 minute'
 ), known AS (
     SELECT coalesce(range_agg(tstzrange(gap_start, gap_end + interval '1 minute')), '{}'::tstzmultirange) AS m
     FROM data_quality_logs
@@ -48,10 +75,15 @@ ORDER BY 1
 
 
 async def scan_holes(conn: asyncpg.Connection, symbol: str, lo_ms: int, hi_ms: int) -> list[MinuteRange]:
-    """Missing minutes of ``symbol`` in ``[lo_ms, hi_ms)``, minus proven exchange outages."""
+    """Missing minutes of ``symbol`` in ``[lo_ms, hi_ms)`` (whole minutes), minus proven
+    exchange outages."""
     if hi_ms <= lo_ms:
         return []
-    rows = await conn.fetch(SCAN_HOLES, symbol, ms_to_datetime(lo_ms), ms_to_datetime(hi_ms))
+    async with conn.transaction():
+        # The planner's estimate for the per-run probes is far above jit_above_cost;
+        # compiling the plan (up to ~1 s) would cost more than running it (tens of ms).
+        await conn.execute("SET LOCAL jit = off")
+        rows = await conn.fetch(SCAN_HOLES, symbol, ms_to_datetime(lo_ms), ms_to_datetime(hi_ms))
     return [MinuteRange(datetime_to_ms(r["gap_start"]), datetime_to_ms(r["gap_end"])) for r in rows]
 
 

@@ -24,7 +24,17 @@ def test_backoff_rejects_nonsense() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "expected"), [("7", 7.0), (" 2 ", 2.0), (None, 30.0), ("soon", 30.0), ("-1", 30.0)]
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        (" 2 ", 2.0),
+        (None, 30.0),
+        ("soon", 30.0),
+        ("-1", 30.0),
+        ("inf", 30.0),
+        ("1e400", 30.0),
+        ("nan", 30.0),
+    ],
 )
 def test_retry_after(header: str | None, expected: float) -> None:
     assert parse_retry_after(header, 30.0) == expected

@@ -24,6 +24,7 @@ import orjson
 from quaint.binance.errors import ProtocolError
 from quaint.binance.models import Candle
 from quaint.binance.parse import parse_api_error, parse_rest_klines
+from quaint.service.retry import parse_retry_after
 
 KLINES_PATH = "/api/v3/klines"
 EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
@@ -141,12 +142,7 @@ def _used_weight(headers: Mapping[str, str]) -> int | None:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:
-    raw = headers.get("Retry-After")
-    try:
-        value = float(raw.strip()) if raw is not None else _DEFAULT_RETRY_AFTER_S
-    except ValueError:
-        return _DEFAULT_RETRY_AFTER_S
-    return value if value >= 0 else _DEFAULT_RETRY_AFTER_S
+    return parse_retry_after(headers.get("Retry-After"), _DEFAULT_RETRY_AFTER_S)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:

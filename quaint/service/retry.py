@@ -7,6 +7,7 @@ recommendation: spreads reconnect storms while keeping the mean delay bounded).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 
@@ -30,11 +31,12 @@ def jittered_backoff(
 
 def parse_retry_after(value: str | None, default: float) -> float:
     """``Retry-After`` in seconds (Binance sends an integer); fall back to ``default``
-    when absent or unparsable (HTTP-dates are not used by Binance)."""
+    when absent, unparsable, negative or not finite (``inf`` would pause for ever;
+    HTTP-dates are not used by Binance)."""
     if value is None:
         return default
     try:
         seconds = float(value.strip())
     except ValueError:
         return default
-    return seconds if seconds >= 0 else default
+    return seconds if math.isfinite(seconds) and seconds >= 0 else default
