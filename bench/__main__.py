@@ -6,14 +6,20 @@ import argparse
 import importlib
 
 BENCHMARKS = {
-    "ceiling": "bench.ceiling",
+    "ingest": "bench.ingest",
+    "latency": "bench.latency",
+    "backfill": "bench.backfill",
     "scan": "bench.scan",
+    "memory": "bench.memory",
+    "ceiling": "bench.ceiling",
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS))
+    # The benchmark's own flags (e.g. --seconds); each module reads sys.argv[2:].
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own flags")
     args = parser.parse_args()
     importlib.import_module(BENCHMARKS[args.name]).main()
 

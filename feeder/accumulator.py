@@ -143,8 +143,9 @@ class Accumulator:
 
     @property
     def over_limit(self) -> bool:
-        """Readers should wait (backpressure) before adding more."""
-        return not self.shedding and self.depth >= self.max_buffered
+        """Readers should wait (backpressure) before adding more. (Asked after every row
+        a reader adds: ``depth`` inlined.)"""
+        return not self.shedding and len(self._candles) + len(self._ticks) >= self.max_buffered
 
     def __len__(self) -> int:
         return self.depth + len(self._events)

@@ -29,7 +29,7 @@ from feeder.settings import BookTickerMode
 from feeder.watchdog import StaleWatchdog
 from quaint.binance.errors import ProtocolError
 from quaint.binance.models import MINUTE_MS, BookTick, KlineEvent, ServerShutdown, SubscriptionResult
-from quaint.binance.parse import decode_frame
+from quaint.binance.parse import event_from_json, load_frame, open_kline_symbol
 
 # An update id this far below the last one is a restarted sequence, not a duplicate.
 UPDATE_ID_RESET_WINDOW = 10_000_000
@@ -85,12 +85,18 @@ class FrameRouter:
 
     def on_frame(self, raw: str | bytes, received_at: int, now: float) -> Outcome:
         try:
-            frame = decode_frame(raw, received_at)
+            decoded = load_frame(raw)
+            # An update of a still-open candle (half of a kline stream's frames) is
+            # never stored: skip converting its numbers (see open_kline_symbol).
+            symbol = open_kline_symbol(decoded)
+            if symbol is not None and symbol in self.symbols:
+                self.kline_frames += 1
+                return Outcome.KLINE_OPEN
+            event = event_from_json(decoded, received_at)
         except ProtocolError as exc:
             self.malformed += 1
             self.last_error = exc
             return Outcome.MALFORMED
-        event = frame.event
         if isinstance(event, BookTick):
             return self._on_tick(event, now)
         if isinstance(event, KlineEvent):

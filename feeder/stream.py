@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, WebSocketException
 
 from feeder.accumulator import Accumulator
 from feeder.connections import ConnectionPlan, ConnectRateLimiter
@@ -294,17 +294,23 @@ class ConnectionSlot:
         acc, sender = self.acc, self.sender
         on_frame = self.router.on_frame
         clock = self.clock
+        recv = conn.ws.recv
         try:
-            async for raw in conn.ws:
+            while True:
+                # Bytes, not str: orjson parses UTF-8 directly (invalid UTF-8 is then a
+                # malformed frame), so websockets' per-frame decoding step is skipped.
+                raw = await recv(False)
                 outcome = on_frame(raw, time.time_ns() // 1_000_000, clock())
                 if outcome <= Outcome.DUPLICATE:  # data: the common case
                     if not conn.delivered:
                         conn.delivered = True
                         conn.changed.set()
-                    if acc.over_limit:
+                    # Only a frame that added a row can have filled the buffer.
+                    if (outcome is Outcome.TICK or outcome is Outcome.CANDLE) and acc.over_limit:
                         await sender.wait_for_space()
                 else:
                     self._on_control(conn, outcome)
+        except ConnectionClosedOK:
             conn.ended = "closed by server"
         except READ_ERRORS as exc:
             conn.ended = f"{type(exc).__name__}: {exc}"[:300]

@@ -33,6 +33,12 @@ _STREAM = re.compile(r"^[a-z0-9]{2,20}@[A-Za-z0-9_]{1,32}$")
 # 1973): Binance's spot archives switched to µs on 2025-01-01 and REST can answer in µs.
 _MICROS_THRESHOLD = 10**14
 _MAX_JSON_BYTES = 1 << 20
+_DIGITS = frozenset("0123456789")
+# Hot-path caches of names already validated (a feed repeats the same few hundred
+# symbols and streams); bounded, so garbage input cannot grow them without limit.
+_CACHE_MAX = 8192
+_valid_symbols: set[str] = set()
+_stream_symbols: dict[str, str] = {}  # valid stream name -> the upper-case symbol it names
 
 
 def parse_timestamp(value: object, field: str) -> int:
@@ -55,6 +61,13 @@ def parse_int(value: object, field: str, *, minimum: int = 0) -> int:
 def parse_decimal(value: object, field: str) -> Decimal:
     """A decimal string -> exact Decimal. Binance sends strings; a JSON number is
     refused because it may already have been rounded through a float."""
+    if type(value) is str and len(value) <= 64 and value[:1] in _DIGITS:
+        # Fast path (every price and quantity of the stream): a string that starts with
+        # an ASCII digit is neither negative nor NaN/Infinity, so only Decimal() can fail.
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise ProtocolError(field, f"not a decimal: {value[:32]!r}") from None
     if type(value) is not str:
         raise ProtocolError(field, f"expected a decimal string, got {type(value).__name__}")
     if len(value) > 64:
@@ -71,12 +84,18 @@ def parse_decimal(value: object, field: str) -> Decimal:
 
 
 def parse_symbol(value: object, field: str) -> str:
+    if type(value) is str and value in _valid_symbols:
+        return value
     if type(value) is not str or not _SYMBOL.match(value):
         raise ProtocolError(field, "expected an upper-case symbol such as BTCUSDT")
+    if len(_valid_symbols) < _CACHE_MAX:
+        _valid_symbols.add(value)
     return value
 
 
 def _mapping(value: object, field: str) -> Mapping[str, Any]:
+    if type(value) is dict:  # what orjson returns; isinstance(x, Mapping) is an ABC check, slow
+        return value
     if not isinstance(value, Mapping):
         raise ProtocolError(field, f"expected an object, got {type(value).__name__}")
     return value
@@ -141,6 +160,18 @@ def parse_kline_event(data: Mapping[str, Any]) -> KlineEvent:
 def parse_book_ticker(data: Mapping[str, Any], received_at: int) -> BookTick:
     """The payload of a spot ``<symbol>@bookTicker`` event. It has no event time,
     so the caller's receipt time (ms) is recorded instead."""
+    try:
+        # Fast path, the feed's most frequent frame: plain lookups; a missing key takes
+        # the path below, which names it.
+        s, u, b, bq, a, aq = data["s"], data["u"], data["b"], data["B"], data["a"], data["A"]
+    except KeyError:
+        pass
+    else:
+        if type(u) is int and u >= 0:
+            return BookTick(
+                parse_symbol(s, "s"), u, parse_decimal(b, "b"), parse_decimal(bq, "B"),
+                parse_decimal(a, "a"), parse_decimal(aq, "A"), received_at,
+            )  # fmt: skip
     return BookTick(
         symbol=parse_symbol(_get(data, "s", ""), "s"),
         update_id=parse_int(_get(data, "u", ""), "u"),
@@ -220,9 +251,55 @@ def parse_event(data: Mapping[str, Any], received_at: int) -> Event:
     raise ProtocolError("e", f"unknown event {str(kind)[:32]!r}")
 
 
-def _stream_symbol_matches(stream: str, event: Event) -> bool:
-    symbol = getattr(event, "symbol", None)
-    return symbol is None or stream.split("@", 1)[0] == symbol.lower()
+def _stream_symbol(stream: object) -> str:
+    """The upper-case symbol a valid stream name is about (``btcusdt@x`` -> ``BTCUSDT``)."""
+    if type(stream) is str:
+        symbol = _stream_symbols.get(stream)
+        if symbol is not None:
+            return symbol
+        if _STREAM.match(stream):
+            # The name is [a-z0-9]@..., so comparing upper-cased against a valid
+            # (upper-case) payload symbol is the same as comparing lower-cased.
+            symbol = stream.split("@", 1)[0].upper()
+            if len(_stream_symbols) < _CACHE_MAX:
+                _stream_symbols[stream] = symbol
+            return symbol
+    raise ProtocolError("stream", "expected '<symbol>@<stream>' in lower case")
+
+
+def load_frame(raw: str | bytes) -> Any:
+    """A WebSocket text frame's JSON (size-capped); :func:`frame_from_json` goes on."""
+    if len(raw) > _MAX_JSON_BYTES:
+        raise ProtocolError("frame", "larger than 1 MiB")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("frame", f"invalid JSON ({exc.msg})") from None
+
+
+def _envelope(decoded: object, received_at: int) -> tuple[str | None, Event]:
+    data = _mapping(decoded, "frame")
+    if "stream" in data and "data" in data:
+        stream = data["stream"]
+        expected = _stream_symbol(stream)
+        event = parse_event(_mapping(data["data"], "data"), received_at)
+        symbol = getattr(event, "symbol", None)
+        if symbol is not None and symbol != expected:
+            raise ProtocolError("stream", "symbol differs from the payload's")
+        return stream, event
+    return None, parse_event(data, received_at)
+
+
+def frame_from_json(decoded: object, received_at: int) -> StreamFrame:
+    """Decoded frame JSON -> :class:`StreamFrame` (see :func:`decode_frame`)."""
+    stream, event = _envelope(decoded, received_at)
+    return StreamFrame(stream=stream, event=event)
+
+
+def event_from_json(decoded: object, received_at: int) -> Event:
+    """Like :func:`frame_from_json` (same checks), for callers that only want the
+    event: no :class:`StreamFrame` is built on the hot path."""
+    return _envelope(decoded, received_at)[1]
 
 
 def decode_frame(raw: str | bytes, received_at: int) -> StreamFrame:
@@ -232,19 +309,37 @@ def decode_frame(raw: str | bytes, received_at: int) -> StreamFrame:
     payloads (``/ws/<stream>``, control answers). ``received_at`` is the caller's
     receipt time in ms (used for bookTicker, which carries no event time).
     """
-    if len(raw) > _MAX_JSON_BYTES:
-        raise ProtocolError("frame", "larger than 1 MiB")
-    try:
-        decoded = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("frame", f"invalid JSON ({exc.msg})") from None
-    data = _mapping(decoded, "frame")
-    if "stream" in data and "data" in data:
-        stream = data["stream"]
-        if type(stream) is not str or not _STREAM.match(stream):
-            raise ProtocolError("stream", "expected '<symbol>@<stream>' in lower case")
-        event = parse_event(_mapping(data["data"], "data"), received_at)
-        if not _stream_symbol_matches(stream, event):
-            raise ProtocolError("stream", "symbol differs from the payload's")
-        return StreamFrame(stream=stream, event=event)
-    return StreamFrame(stream=None, event=parse_event(data, received_at))
+    return frame_from_json(load_frame(raw), received_at)
+
+
+def open_kline_symbol(decoded: object) -> str | None:
+    """The symbol of a decoded frame that is a well-formed ``kline_1m`` update of a
+    candle still open (``x: false``), judged without converting its numbers; ``None``
+    for anything else, which :func:`frame_from_json` then parses in full.
+
+    For consumers that store only closed candles: an open candle's numbers are
+    replaced by the next update and never used, and on a busy feed validating them
+    would cost as much as everything else together.
+    """
+    if type(decoded) is not dict:
+        return None
+    if "stream" in decoded and "data" in decoded:
+        stream, data = decoded["stream"], decoded["data"]
+        # Only a stream name already validated (cached) by a full parse: the first
+        # frame of each stream takes the full path.
+        expected = _stream_symbols.get(stream) if type(stream) is str else None
+        if expected is None:
+            return None
+    else:
+        data, expected = decoded, None
+    if type(data) is not dict or data.get("e") != "kline":
+        return None
+    k = data.get("k")
+    if type(k) is not dict or k.get("x") is not False or k.get("i") != "1m":
+        return None
+    symbol = data.get("s")
+    if type(symbol) is not str or k.get("s", symbol) != symbol:
+        return None
+    if expected is not None and symbol != expected:
+        return None
+    return symbol if symbol in _valid_symbols else None

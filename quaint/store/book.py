@@ -1,5 +1,6 @@
-"""Book ticks into ``book_ticker`` with a plain binary COPY (no key: duplicates are
-dropped upstream by (symbol, update_id), which is cheaper than a unique index)."""
+"""Book ticks into ``book_ticker`` with a plain COPY (no key: duplicates are dropped
+upstream by (symbol, update_id), which is cheaper than a unique index). Text format
+from the exact decimal strings: see :mod:`quaint.store.textcopy` for why."""
 
 from __future__ import annotations
 
@@ -7,16 +8,22 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from quaint.binance.models import BookTick, ms_to_datetime
+from quaint.binance.models import BookTick
+from quaint.store.textcopy import copy_text, text_field, timestamp_text
 
 BOOK_COLUMNS = ("symbol", "time", "update_id", "bid_price", "bid_qty", "ask_price", "ask_qty")
 
 
+def book_line(t: BookTick) -> str:
+    """One COPY text row; ``str(Decimal)`` is exact (the exchange's digits)."""
+    return (
+        f"{text_field(t.symbol)}\t{timestamp_text(t.received_at)}\t{t.update_id:d}\t"
+        f"{t.bid_price!s}\t{t.bid_qty!s}\t{t.ask_price!s}\t{t.ask_qty!s}\n"
+    )
+
+
 async def copy_book_ticks(conn: asyncpg.Connection, ticks: Iterable[BookTick]) -> int:
-    records = [
-        (t.symbol, ms_to_datetime(t.received_at), t.update_id, t.bid_price, t.bid_qty, t.ask_price, t.ask_qty)
-        for t in ticks
-    ]
-    if records:
-        await conn.copy_records_to_table("book_ticker", records=records, columns=BOOK_COLUMNS)
-    return len(records)
+    lines = [book_line(t) for t in ticks]
+    if lines:
+        await copy_text(conn, "book_ticker", BOOK_COLUMNS, lines)
+    return len(lines)

@@ -39,14 +39,6 @@ CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
 )
 
-STAGING_TABLE_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS candles_stage (
-    symbol TEXT, time TIMESTAMPTZ, open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC,
-    volume NUMERIC, quote_asset_volume NUMERIC, taker_buy_base_asset_volume NUMERIC,
-    taker_buy_quote_asset_volume NUMERIC, number_of_trades BIGINT, source TEXT
-) ON COMMIT DELETE ROWS
-"""
-
 
 class DatabaseUnavailable(RuntimeError):
     """The database could not be reached (or refused us) at start-up."""
@@ -63,16 +55,13 @@ def connect_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 async def prepare_connection(conn: asyncpg.Connection) -> None:
-    """Per-connection set-up: JSONB as Python objects (orjson), and the session's
-    candle staging table (temporary tables are per connection and survive pool
-    release: asyncpg's reset does not DISCARD them)."""
+    """Per-connection set-up: JSONB as Python objects (orjson)."""
     await conn.set_type_codec(
         "jsonb",
         encoder=lambda value: orjson.dumps(value).decode(),
         decoder=orjson.loads,
         schema="pg_catalog",
     )
-    await conn.execute(STAGING_TABLE_DDL)
 
 
 def backoff_delays(initial: float = 0.5, cap: float = 5.0) -> Iterator[float]:

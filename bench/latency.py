@@ -1,0 +1,199 @@
+"""Closed candle receipt -> committed, at a realistic rate: 10 symbols, the default
+book rate and BOOK_TICKER_MODE (sampled), the simulator at a modest speed so that
+enough candles close in a short window (all symbols close together, as on Binance).
+FEATURE_CACHE_INTERVAL_S is scaled with the speed (60 / speed wall s), so each
+feature pass computes one minute per symbol, as in production; at the default 60 s a
+pass in the window would compute ``speed`` minutes at once, a load production never
+sees, and stall the candles that close meanwhile.
+
+Two measurements of the same candles:
+
+* the feeder's own histogram ``feeder_receipt_to_commit_seconds{kind="candle"}``
+  (receipt after decoding -> commit acknowledged), read as the difference between
+  two scrapes; quantiles are bucket upper bounds (buckets of 0.5-1 ms up to 10 ms);
+* an independent probe in this process: a second WebSocket client subscribed to the
+  same kline streams stamps each closing (``x: true``) frame on arrival, and a
+  LISTEN connection stamps the NOTIFY that a bench-only ``AFTER INSERT`` trigger on
+  ``candles_1m`` sends; PostgreSQL delivers a NOTIFY only when its transaction
+  commits, so the difference is receipt -> committed on one clock, plus the NOTIFY's
+  own delivery (two more process wake-ups): an upper bound. The simulator writes the
+  frame to both sockets within a fraction of a millisecond. A lower bound comes with
+  it: ``candles_1m.ingested_at`` (``now()``, the start of the feeder's upsert statement,
+  which commits on its own) against the probe's wall-clock receipt time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+from websockets.asyncio.client import connect
+
+from bench import services as sv
+from bench.common import cpu_percent, durable_cluster, machine, result
+from quaint.store.schema import apply_schema
+
+CHANNEL = "bench_candle_commits"
+TRIGGER = f"""
+CREATE OR REPLACE FUNCTION bench_notify_candle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANNEL}', NEW.symbol || ',' || (extract(epoch FROM NEW.time) * 1000)::bigint);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS bench_notify_candle ON candles_1m;
+CREATE TRIGGER bench_notify_candle AFTER INSERT ON candles_1m
+    FOR EACH ROW EXECUTE FUNCTION bench_notify_candle();
+"""
+
+Key = tuple[str, int]  # (symbol, open time ms)
+INGESTED = """SELECT symbol, (extract(epoch FROM time) * 1000)::bigint AS t,
+    extract(epoch FROM ingested_at) AS at FROM candles_1m"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: always a measured value)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) - 1e-9)))  # 1e-9: float noise
+    return ordered[rank - 1]
+
+
+def match(received: dict[Key, float], committed: dict[Key, float], since: float) -> tuple[list[float], int]:
+    """Latencies (s) of the candles received at or after ``since`` and committed; and
+    how many of those were never seen committed."""
+    out, missing = [], 0
+    for key, at in received.items():
+        if at < since:
+            continue
+        done = committed.get(key)
+        if done is None:
+            missing += 1
+        else:
+            out.append(done - at)
+    return out, missing
+
+
+async def _prepare(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await apply_schema(conn)
+        await conn.execute(TRIGGER)
+    finally:
+        await conn.close()
+
+
+async def _probe(
+    ws_url: str, symbols: list[str], received: dict[Key, float], received_wall: dict[Key, float]
+) -> None:
+    streams = "/".join(f"{s.lower()}@kline_1m" for s in symbols)
+    async with connect(f"{ws_url}/stream?streams={streams}", max_queue=4096) as ws:
+        async for raw in ws:
+            at, wall = time.monotonic(), time.time()
+            data = orjson.loads(raw).get("data", {})
+            k = data.get("k", {})
+            if k.get("x") is True:
+                key = (data["s"], int(k["t"]))
+                received.setdefault(key, at)
+                received_wall.setdefault(key, wall)
+
+
+@dataclass
+class Measured:
+    latencies: list[float]  # receipt -> NOTIFY delivered (s)
+    lower: list[float]  # receipt -> upsert statement start (s)
+    missing: int
+    before: dict[sv.MetricKey, float]
+    after: dict[sv.MetricKey, float]
+
+
+async def _measure(
+    url: str, sim: sv.Service, feeder: sv.Service, symbols: list[str], warmup: float, seconds: float
+) -> Measured:
+    received: dict[Key, float] = {}
+    received_wall: dict[Key, float] = {}
+    committed: dict[Key, float] = {}
+
+    def on_notify(_c: object, _pid: int, _channel: str, payload: object) -> None:
+        symbol, ms = str(payload).split(",")
+        committed.setdefault((symbol, int(ms)), time.monotonic())
+
+    listener = await asyncpg.connect(url)
+    await listener.add_listener(CHANNEL, on_notify)
+    probe = asyncio.create_task(_probe(f"ws://127.0.0.1:{sim.port}", symbols, received, received_wall))
+    try:
+        await asyncio.sleep(warmup)
+        m0 = await asyncio.to_thread(feeder.metrics)  # off the loop: the probe keeps stamping
+        since = time.monotonic()
+        await asyncio.sleep(seconds)
+        m1 = await asyncio.to_thread(feeder.metrics)
+        await asyncio.sleep(1.0)  # commits of the last candles received in the window
+        rows = await listener.fetch(INGESTED)
+    finally:
+        probe.cancel()
+        await asyncio.wait([probe])
+        await listener.close()
+    in_window = {k: v for k, v in received.items() if v < since + seconds}
+    latencies, missing = match(in_window, committed, since)
+    started = {(r["symbol"], int(r["t"])): float(r["at"]) for r in rows}
+    lower = [started[k] - received_wall[k] for k, v in in_window.items() if v >= since and k in started]
+    return Measured(latencies, lower, missing, m0, m1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=40.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--speed", type=float, default=30.0, help="simulated seconds per wall second")
+    args = parser.parse_args(sys.argv[2:])
+    symbols = [f"S{i}USDT" for i in range(args.symbols)]
+    print(machine())
+    print(
+        f"{len(symbols)} symbols, simulator speed {args.speed:g} (a candle closes every"
+        f" {60 / args.speed:.1f} wall s per symbol), default book rate and BOOK_TICKER_MODE,"
+        f" {args.seconds:g} s window; load {sv.loadavg()}"
+    )
+    with durable_cluster() as url:
+        asyncio.run(_prepare(url))
+        with (
+            sv.simulator(symbols, "--speed", str(args.speed)) as sim,
+            sv.feeder(
+                url, sim, symbols, LOG_LEVEL="ERROR", FEATURE_CACHE_INTERVAL_S=f"{60 / args.speed:g}"
+            ) as feeder,
+        ):
+            cpu0 = feeder.sample()
+            got = asyncio.run(_measure(url, sim, feeder, symbols, args.warmup, args.seconds))
+            feeder_cpu = cpu_percent(cpu0, feeder.sample())
+    window = {k: v - got.before.get(k, 0.0) for k, v in got.after.items()}
+    name, kind = "feeder_receipt_to_commit_seconds", {"kind": "candle"}
+    count = sv.metric(window, f"{name}_count", **kind)
+    hist_p50 = sv.histogram_quantile(window, name, 0.50, **kind)
+    hist_p99 = sv.histogram_quantile(window, name, 0.99, **kind)
+    ms = [x * 1000 for x in got.latencies]
+    low = [x * 1000 for x in got.lower]
+    print(
+        f"probe: {len(ms)} closed candles, receipt -> NOTIFY at commit p50 {percentile(ms, 0.5):.2f} ms,"
+        f" p99 {percentile(ms, 0.99):.2f} ms, max {max(ms, default=float('nan')):.2f} ms,"
+        f" mean {statistics.fmean(ms) if ms else float('nan'):.2f} ms; {got.missing} never committed"
+    )
+    print(
+        f"lower bound, receipt -> upsert start (ingested_at): p50 {percentile(low, 0.5):.2f} ms,"
+        f" p99 {percentile(low, 0.99):.2f} ms, max {max(low, default=float('nan')):.2f} ms"
+    )
+    print(
+        f"feeder histogram: {count:.0f} candles, p50 <= {hist_p50 * 1000:g} ms, p99 <= {hist_p99 * 1000:g} ms"
+        f"; feeder CPU {feeder_cpu:.0f} % of one core; load {sv.loadavg()}"
+    )
+    result("latency_p50_ms", percentile(ms, 0.5), "ms")
+    result("latency_p99_ms", percentile(ms, 0.99), "ms")
+    result("latency_max_ms", max(ms, default=float("nan")), "ms")
+    result("latency_feeder_hist_p50_ms", hist_p50 * 1000, "ms")
+    result("latency_feeder_hist_p99_ms", hist_p99 * 1000, "ms")
