@@ -28,6 +28,7 @@ COPY quaint ./quaint
 COPY feeder ./feeder
 COPY gap_handler ./gap_handler
 COPY simulator ./simulator
+COPY bench ./bench
 # pip byte-compiles what it installs, so the read-only container never needs to write .pyc files.
 RUN pip install --no-deps .
 
