@@ -32,7 +32,6 @@ import asyncpg
 from bench import ceiling
 from bench import services as sv
 from bench.common import cpu_percent, durable_cluster, machine, result
-from quaint.store.schema import apply_schema
 
 
 @dataclass(frozen=True)
@@ -89,15 +88,6 @@ async def _count_rows(url: str) -> tuple[int, float]:
         await conn.close()
 
 
-async def _reset(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await apply_schema(conn)
-        await conn.execute("TRUNCATE book_ticker, candles_1m")
-    finally:
-        await conn.close()
-
-
 def _sim_sent(sim: sv.Service) -> float:
     return float(json.loads(sv.http_get(sim.base + "/_sim/stats")[1])["ws_messages_sent"])
 
@@ -105,7 +95,7 @@ def _sim_sent(sim: sv.Service) -> float:
 def measure(
     url: str, sim: sv.Service, symbols: list[str], label: str, warmup: float, seconds: float, **env: str
 ) -> Window:
-    asyncio.run(_reset(url))
+    asyncio.run(sv.reset_database(url, ("book_ticker", "candles_1m")))
     pg = sv.ProcessGroupSampler(sv.postmaster_pid(url))
     with sv.feeder(url, sim, symbols, BOOK_TICKER_MODE="all", LOG_LEVEL="ERROR", **env) as feeder:
         time.sleep(warmup)
@@ -191,10 +181,10 @@ def main() -> None:
         f" {args.seconds:g} s window"
     )
     with durable_cluster() as url:
-        asyncio.run(_reset(url))
+        asyncio.run(sv.reset_database(url, ("book_ticker", "candles_1m")))
         ticks = ceiling.book_ticks(args.ceiling_rows)
         psql_rate = ceiling.psql_copy_rows_per_s(url, ticks)
-        asyncio.run(_reset(url))
+        asyncio.run(sv.reset_database(url, ("book_ticker", "candles_1m")))
         project_rate = asyncio.run(ceiling.asyncpg_copy_rows_per_s(url, ticks))
         del ticks
         print(

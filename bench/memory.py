@@ -26,7 +26,6 @@ import asyncpg
 
 from bench import services as sv
 from bench.common import ROOT, cpu_percent, durable_cluster, machine, result
-from quaint.store.schema import apply_schema
 
 MINUTES_PER_DAY = 1440
 
@@ -66,15 +65,6 @@ async def _count(url: str, sql: str) -> int:
         await conn.close()
 
 
-async def _reset(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await apply_schema(conn)
-        await conn.execute("TRUNCATE book_ticker, candles_1m, feature_cache, data_quality_logs")
-    finally:
-        await conn.close()
-
-
 def wait_history(url: str, symbols: int, days: int, within: float) -> float:
     """Poll until the gap handler has filled (nearly) ``days`` of history per symbol."""
     want = int(symbols * days * MINUTES_PER_DAY * 0.98)
@@ -90,7 +80,7 @@ def phase(
     url: str, symbols: list[str], sim_args: list[str], feeder_env: dict[str, str], history_days: int,
     settle: float, seconds: float, wait_for_history: bool,
 ) -> dict[str, Usage]:  # fmt: skip
-    asyncio.run(_reset(url))
+    asyncio.run(sv.reset_database(url, ("book_ticker", "candles_1m", "feature_cache", "data_quality_logs")))
     with (
         sv.simulator(symbols, *sim_args) as sim,
         sv.feeder(url, sim, symbols, LOG_LEVEL="ERROR", **feeder_env) as feeder,

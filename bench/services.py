@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from bench.common import ROOT, ProcSample, cpu_percent, sample_process
+from quaint.store.schema import apply_schema
 
 PYTHON = sys.executable
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -287,3 +288,14 @@ class MachineCpu:
         t1, i1 = self._read()
         cores = os.cpu_count() or 1
         return 100.0 * cores * (1 - (i1 - self._i0) / max(1, t1 - self._t0))
+
+
+async def reset_database(url: str, tables: tuple[str, ...]) -> None:
+    """Apply the schema (idempotent) and empty ``tables``: each measurement starts from
+    the same state."""
+    conn = await asyncpg.connect(url)
+    try:
+        await apply_schema(conn)
+        await conn.execute("TRUNCATE " + ", ".join(tables))  # fixed names from the benches, not input
+    finally:
+        await conn.close()
