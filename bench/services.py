@@ -145,25 +145,29 @@ def simulator(symbols: list[str], *args: str) -> Iterator[Service]:
         yield sim
 
 
-@contextlib.contextmanager
-def feeder(db_url: str, sim: Service, symbols: list[str], **settings: str) -> Iterator[Service]:
-    """``python -m feeder`` against ``sim``; ``settings`` are extra environment variables."""
+def _service(
+    module: str, db_url: str, sim: Service, symbols: list[str], settings: dict[str, str]
+) -> contextlib.AbstractContextManager[Service]:
+    """``python -m <module>`` against ``sim`` on a free port; ``settings`` are extra env vars.
+    Each service reads its own ``<MODULE>_HOST``/``<MODULE>_PORT``."""
     port = free_port()
+    prefix = module.upper()
     env = {**base_env(), **db_env(db_url), "SYMBOLS": ",".join(symbols)}
     env.update(BINANCE_WS_URL=f"ws://127.0.0.1:{sim.port}", BINANCE_REST_URL=sim.base)
-    env.update(FEEDER_HOST="127.0.0.1", FEEDER_PORT=str(port), **settings)
-    with spawn("feeder", [PYTHON, "-m", "feeder"], env, port, "/health") as svc:
-        yield svc
+    env.update({f"{prefix}_HOST": "127.0.0.1", f"{prefix}_PORT": str(port), **settings})
+    return spawn(module, [PYTHON, "-m", module], env, port, "/health")
 
 
-@contextlib.contextmanager
-def gap_handler(db_url: str, sim: Service, symbols: list[str], **settings: str) -> Iterator[Service]:
-    port = free_port()
-    env = {**base_env(), **db_env(db_url), "SYMBOLS": ",".join(symbols)}
-    env.update(BINANCE_WS_URL=f"ws://127.0.0.1:{sim.port}", BINANCE_REST_URL=sim.base)
-    env.update(GAP_HANDLER_HOST="127.0.0.1", GAP_HANDLER_PORT=str(port), **settings)
-    with spawn("gap_handler", [PYTHON, "-m", "gap_handler"], env, port, "/health") as svc:
-        yield svc
+def feeder(
+    db_url: str, sim: Service, symbols: list[str], **settings: str
+) -> contextlib.AbstractContextManager[Service]:
+    return _service("feeder", db_url, sim, symbols, settings)
+
+
+def gap_handler(
+    db_url: str, sim: Service, symbols: list[str], **settings: str
+) -> contextlib.AbstractContextManager[Service]:
+    return _service("gap_handler", db_url, sim, symbols, settings)
 
 
 # ---- metrics ----

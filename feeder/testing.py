@@ -180,7 +180,7 @@ def minute_of(ms: int) -> int:
 
 
 async def connect(db_url: str) -> asyncpg.Connection:
-    """A connection set up like the services' (JSONB as Python objects, staging table)."""
+    """A connection set up like the services' (JSONB as Python objects)."""
     conn = await asyncpg.connect(db_url)
     await prepare_connection(conn)
     return conn

@@ -58,7 +58,7 @@ async def db_url(db_templates: TemplateDatabases) -> AsyncIterator[str]:
 
 @pytest_asyncio.fixture
 async def db_pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    # The services' own per-connection set-up (JSONB codec, staging table), so tests see what they see.
+    # The services' own per-connection set-up (JSONB codec), so tests see what they see.
     from quaint.store.pool import prepare_connection
 
     pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4, init=prepare_connection)

@@ -69,7 +69,7 @@ async def test_invalid_candle_is_refused_by_the_schema(db_pool: asyncpg.Pool) ->
             await upsert_candles(conn, [bad], "ws")
         with pytest.raises(asyncpg.CheckViolationError):
             await upsert_candles(conn, [candle(0)], "binance")
-        # The failed batch left nothing behind in the staging table.
+        # The failed batch wrote nothing, and the connection is still usable.
         assert await upsert_candles(conn, [candle(2)], "ws") == 1
 
 
