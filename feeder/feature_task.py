@@ -8,6 +8,12 @@ Looking for missing rows, rather than remembering what was written, also covers 
 restart and minutes the gap handler backfilled. Book state comes from the router's
 snapshot taken when the minute's closed candle arrived, else from ``book_ticker``
 (the last tick received during that minute).
+
+A row is also recomputed when its window has become longer: a missing minute cuts a
+window (``window_minutes`` < 120), and once the gap handler stores that minute, every
+row whose window it cut would come out differently. Such a row is *stale* exactly when
+the minute just before its window (``time - window_minutes``) now has a candle; a
+minute the exchange never had stays missing, so nothing is recomputed twice.
 """
 
 from __future__ import annotations
@@ -41,8 +47,14 @@ WITH newest AS (
 SELECT c.symbol, c.time
 FROM newest n
 JOIN candles_1m c ON c.symbol = n.symbol AND c.time > n.t - make_interval(mins => $3)
-WHERE NOT EXISTS (SELECT 1 FROM feature_cache f
-                  WHERE f.symbol = c.symbol AND f.time = c.time AND f.version = $2)
+LEFT JOIN LATERAL (
+    SELECT (f.features_json ->> 'window_minutes')::int AS window_minutes FROM feature_cache f
+    WHERE f.symbol = c.symbol AND f.time = c.time AND f.version = $2
+) f ON true
+WHERE f.window_minutes IS NULL  -- no row yet
+   OR (f.window_minutes < $5 AND EXISTS (  -- stale: the minute before its window is now stored
+        SELECT 1 FROM candles_1m p
+        WHERE p.symbol = c.symbol AND p.time = c.time - make_interval(mins => f.window_minutes)))
 ORDER BY c.symbol, c.time
 LIMIT $4
 """
@@ -106,8 +118,9 @@ class FeatureTask:
         written = 0
         async with self.pool.acquire() as conn:
             pending = await conn.fetch(
-                PENDING_MINUTES, self.symbols, self.version, self.horizon_minutes, self.max_rows
-            )
+                PENDING_MINUTES, self.symbols, self.version, self.horizon_minutes, self.max_rows,
+                LOOKBACK_MINUTES,
+            )  # fmt: skip
             targets: dict[str, list[int]] = defaultdict(list)
             for row in pending:
                 targets[row["symbol"]].append(datetime_to_ms(row["time"]))
