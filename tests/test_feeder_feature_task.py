@@ -17,8 +17,8 @@ from feeder.features import LOOKBACK_MINUTES, compute_features
 from feeder.gaps import GapDetector
 from feeder.metrics import FeederMetrics
 from feeder.router import FrameRouter
-from feeder.watchdog import StaleWatchdog
 from feeder.testing import T0, candle
+from feeder.watchdog import StaleWatchdog
 from quaint.binance.models import MINUTE_MS, Candle, datetime_to_ms
 from quaint.store.candles import upsert_candles
 
@@ -34,7 +34,9 @@ def _task(pool: asyncpg.Pool) -> FeatureTask:
 
 def _series(minutes: range) -> list[Candle]:
     # A wiggly price so every indicator depends on the whole window.
-    return [candle(m, 100 + (m * 7919) % 13 - 6 + m / 10, volume=1 + m % 5, trades=5 + m % 7) for m in minutes]
+    return [
+        candle(m, 100 + (m * 7919) % 13 - 6 + m / 10, volume=1 + m % 5, trades=5 + m % 7) for m in minutes
+    ]
 
 
 async def _stored(pool: asyncpg.Pool) -> dict[int, dict[str, object]]:
