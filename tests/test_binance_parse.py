@@ -127,6 +127,12 @@ def test_control_frames() -> None:
     assert ack == SubscriptionResult(id="abc", result=None)
     listing = decode_frame(b'{"result":["btcusdt@bookTicker"],"id":3}', 0).event
     assert listing == SubscriptionResult(id=3, result=["btcusdt@bookTicker"])
+    # GET_PROPERTY answers with the property's value (Binance's docs: {"result": true, "id": 2}).
+    assert decode_frame(b'{"result":true,"id":2}', 0).event == SubscriptionResult(id=2, result=True)
+    assert decode_frame(b'{"result":false,"id":2}', 0).event == SubscriptionResult(id=2, result=False)
+    for bad in (b'{"result":1,"id":2}', b'{"result":"true","id":2}', b'{"result":[1],"id":2}'):
+        with pytest.raises(ProtocolError, match="result"):
+            decode_frame(bad, 0)
     assert decode_frame(b'{"e":"serverShutdown","E":5}', 0).event == ServerShutdown(5)
     assert decode_frame(b'{"code":2,"msg":"Invalid request"}', 0).event == ApiError(2, "Invalid request")
 

@@ -133,12 +133,18 @@ async def test_raw_paths_subscribe_list_unsubscribe() -> None:
             await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":10}')
             after = await collect(ws, lambda fs: len(fs) >= 1)
             assert json.loads(after[0]) == {"result": [], "id": 10}  # nothing arrived in between
+        async with _ws(sim.ws_url + "/ws") as ws:  # a new connection: at most 5 messages a second
+            await ws.send('{"method":"SET_PROPERTY","params":["combined",true],"id":11}')
+            await ws.send('{"method":"GET_PROPERTY","params":["combined"],"id":12}')
+            answers = await collect(ws, lambda fs: len(fs) >= 2)
+            expected = [SubscriptionResult(id=11, result=None), SubscriptionResult(id=12, result=True)]
+            assert _events(answers) == expected
         async with _ws(sim.ws_url + "/stream") as ws:
             await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@kline_1m"],"id":"abc-1"}')
             frames = await collect(ws, lambda fs: len(fs) >= 2)
             assert json.loads(frames[0]) == {"result": None, "id": "abc-1"}
             assert decode_frame(frames[1], 0).stream == "btcusdt@kline_1m"  # /stream: wrapped
-        assert sim.stats.ws_total == 3
+        assert sim.stats.ws_total == 4
 
 
 async def test_unknown_streams_are_errors_not_crashes() -> None:

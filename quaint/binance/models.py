@@ -7,6 +7,7 @@ Times are integer milliseconds since the Unix epoch (UTC), the exchange's own un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -90,10 +91,12 @@ class ServerShutdown:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionResult:
-    """Answer to SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS: ``{"result": ..., "id": ...}``."""
+    """Answer to a control request, ``{"result": ..., "id": ...}``: ``None`` for
+    SUBSCRIBE/UNSUBSCRIBE/SET_PROPERTY, the stream names for LIST_SUBSCRIPTIONS, the
+    property's value (``combined``: a bool) for GET_PROPERTY."""
 
     id: int | str | None
-    result: list[str] | None
+    result: list[str] | bool | None
 
 
 Event = KlineEvent | BookTick | ServerShutdown | SubscriptionResult | ApiError
@@ -106,3 +109,43 @@ class StreamFrame:
 
     stream: str | None
     event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class KlineColumns:
+    """A REST klines page of one symbol as columns, oldest first.
+
+    Decimals are kept as the exchange's validated strings (or ``str(Decimal)`` of
+    them, see :func:`quaint.binance.parse.parse_rest_kline_columns`): a page of 1000
+    rows then holds 8000 references to strings the JSON decoder already made, not
+    1000 records of 8 ``Decimal`` each, which is what bounds a backfilling process's
+    memory. :meth:`candles` gives the records when a caller wants them.
+    """
+
+    symbol: str
+    open_times: list[int]
+    close_times: list[int]
+    # One list per decimal field, in Candle's order less number_of_trades: open, high, low,
+    # close, volume, quote asset volume, taker buy base volume, taker buy quote volume.
+    decimals: tuple[list[str], ...]
+    trades: list[int]
+
+    def __len__(self) -> int:
+        return len(self.open_times)
+
+    def take(self, indices: Sequence[int]) -> KlineColumns:
+        """The rows at ``indices`` (in that order); the strings are shared, not copied."""
+        return KlineColumns(
+            self.symbol,
+            [self.open_times[i] for i in indices],
+            [self.close_times[i] for i in indices],
+            tuple([col[i] for i in indices] for col in self.decimals),
+            [self.trades[i] for i in indices],
+        )
+
+    def candles(self) -> list[Candle]:
+        out = []
+        for i, t in enumerate(self.open_times):
+            o, h, lo, c, v, q, tb, tq = (Decimal(col[i]) for col in self.decimals)
+            out.append(Candle(self.symbol, t, self.close_times[i], o, h, lo, c, v, q, self.trades[i], tb, tq))
+        return out

@@ -241,10 +241,12 @@ def parse_event(data: Mapping[str, Any], received_at: int) -> Event:
         if ident is not None and type(ident) not in (int, str):
             raise ProtocolError("id", "expected an integer, string or null")
         result = data["result"]
-        if result is not None and not (
-            isinstance(result, list) and all(isinstance(s, str) for s in result)
+        if not (
+            result is None
+            or type(result) is bool
+            or (isinstance(result, list) and all(isinstance(s, str) for s in result))
         ):
-            raise ProtocolError("result", "expected null or a list of stream names")
+            raise ProtocolError("result", "expected null, a boolean or a list of stream names")
         return SubscriptionResult(id=ident, result=result)
     if "code" in data and "msg" in data:
         return parse_api_error(data)
