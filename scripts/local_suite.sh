@@ -263,6 +263,9 @@ global:
   scrape_interval: ${PROMETHEUS_SCRAPE_INTERVAL:-15s}
   evaluation_interval: ${PROMETHEUS_SCRAPE_INTERVAL:-15s}
 
+rule_files:
+  - "$QUAINT_ROOT/prometheus/alerts.yml"
+
 scrape_configs:
   - job_name: feeder
     metrics_path: /metrics

@@ -234,6 +234,16 @@ def test_prometheus_scrapes_both_services_on_their_ports() -> None:
     done = subprocess.run([promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.yml")],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 1 rule files found" in done.stdout  # alerts.yml, resolved next to prometheus.yml
+
+
+def test_prometheus_container_gets_the_alert_rules(tmp_path: Path) -> None:
+    """prometheus.yml names ``alerts.yml`` relative to itself: the container must have it there."""
+    mounts = {v["target"]: v for v in rendered(tmp_path)["services"]["prometheus"]["volumes"]}
+    config, rules = mounts["/etc/prometheus/prometheus.yml"], mounts["/etc/prometheus/alerts.yml"]
+    assert Path(config["source"]) == ROOT / "prometheus" / "prometheus.yml"
+    assert Path(rules["source"]) == ROOT / "prometheus" / "alerts.yml"
+    assert config["read_only"] and rules["read_only"]
 
 
 # ---- images are pinned, built once, and run unprivileged ----
