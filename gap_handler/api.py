@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gap_handler import store
-from gap_handler.app import Components, NowMs, components, health, service_loops, wall_ms
+from gap_handler.app import Components, NowMs, components, health, service_loops
 from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
 from gap_handler.service import DB_ERRORS
 from gap_handler.settings import RETENTION_DAYS, GapHandlerSettings
@@ -182,7 +182,7 @@ async def get_coverage(request: web.Request) -> web.Response:
     return json_response({"symbol": symbol, "days": out})
 
 
-def _context(settings: GapHandlerSettings, registry: CollectorRegistry, now_ms: NowMs) -> Callable[
+def _context(settings: GapHandlerSettings, registry: CollectorRegistry, now_ms: NowMs | None) -> Callable[
     [web.Application], AsyncIterator[None]
 ]:  # fmt: skip
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -204,7 +204,7 @@ def _context(settings: GapHandlerSettings, registry: CollectorRegistry, now_ms: 
 
 
 def build_app(
-    settings: GapHandlerSettings, registry: CollectorRegistry | None = None, *, now_ms: NowMs = wall_ms
+    settings: GapHandlerSettings, registry: CollectorRegistry | None = None, *, now_ms: NowMs | None = None
 ) -> web.Application:
     registry = registry or CollectorRegistry()
     holder: dict[str, web.Application] = {}

@@ -21,11 +21,13 @@ from prometheus_client import CollectorRegistry
 
 from gap_handler.background import NotifyListener, run_daily_jobs
 from gap_handler.engine import Engine
+from gap_handler.exchange_clock import ExchangeClock
 from gap_handler.fetcher import Fetcher
 from gap_handler.metrics import GapMetrics
 from gap_handler.rate import RateGate
 from gap_handler.service import DB_ERRORS, GapService
 from gap_handler.settings import GapHandlerSettings
+from gap_handler.timesync import TimeSync
 from quaint.binance.rest_client import RestClient
 from quaint.service.http import HealthReport
 from quaint.service.retry import jittered_backoff
@@ -42,6 +44,14 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def steady_clock() -> NowMs:
+    """Wall-clock ms as of now, then advanced by the monotonic clock: the service's local
+    clock. Setting the host clock cannot move it, so the exchange offset measured against
+    it stays a lower bound between two samples (see :mod:`gap_handler.exchange_clock`)."""
+    wall0, mono0 = time.time_ns(), time.monotonic_ns()
+    return lambda: (wall0 + time.monotonic_ns() - mono0) // 1_000_000
+
+
 @dataclass(slots=True)
 class Components:
     settings: GapHandlerSettings
@@ -53,13 +63,17 @@ class Components:
     service: GapService
     listener: NotifyListener
     schema: SchemaInfo
-    now_ms: NowMs
+    clock: TimeSync
+    now_ms: NowMs  # the exchange's time (clock.now_ms)
 
 
 @contextlib.asynccontextmanager
 async def components(
-    settings: GapHandlerSettings, registry: CollectorRegistry, *, now_ms: NowMs = wall_ms
+    settings: GapHandlerSettings, registry: CollectorRegistry, *, now_ms: NowMs | None = None
 ) -> AsyncIterator[Components]:
+    """``now_ms``: the local clock (default :func:`steady_clock`; tests pass the simulator's).
+    The service itself runs on the exchange's time estimated from it."""
+    local_ms = now_ms or steady_clock()
     pool = await create_pool(settings)
     try:
         async with pool.acquire() as conn:
@@ -80,21 +94,26 @@ async def components(
                 lambda: jittered_backoff(settings.retry_initial_s, settings.retry_cap_s),
                 max_attempts=settings.retry_max_attempts,
             )  # fmt: skip
-            engine = Engine(pool, fetcher, metrics, batch_size=settings.backfill_batch_size, now_ms=now_ms)
-            service = GapService(settings, pool, engine, fetcher, metrics, now_ms=now_ms)
+            exchange_clock = ExchangeClock(settings.exchange_time_sync_interval_s)
+            clock = TimeSync(fetcher, exchange_clock, metrics, local_ms)
+            engine = Engine(pool, fetcher, metrics, batch_size=settings.backfill_batch_size, clock=clock)
+            service = GapService(settings, pool, engine, fetcher, metrics, clock=clock)
             listener = NotifyListener(
                 connect_kwargs(settings), service.on_notify, service.request_scan,
                 lambda: jittered_backoff(0.5, 10.0),
             )  # fmt: skip
             yield Components(
-                settings, pool, session, metrics, fetcher, engine, service, listener, info, now_ms
-            )
+                settings, pool, session, metrics, fetcher, engine, service, listener, info, clock,
+                clock.now_ms,
+            )  # fmt: skip
     finally:
         await pool.close()
 
 
 def service_loops(c: Components) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-    loops: list[Callable[[], Coroutine[Any, Any, None]]] = [c.service.scan_loop, c.listener.run]
+    loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
+        c.service.scan_loop, c.listener.run, c.clock.run,
+    ]  # fmt: skip
     if c.schema.automation == "service":
         loops.append(lambda: run_daily_jobs(c.pool, lambda: datetime.fromtimestamp(c.now_ms() / 1000, UTC)))
     return loops
@@ -133,6 +152,7 @@ async def health(c: Components) -> HealthReport:
         "last_scan_at": svc.last_scan_at.isoformat() if svc.last_scan_at else None,
         "last_scan_s": None if svc.last_scan_s is None else round(svc.last_scan_s, 3),
         "automation": c.schema.automation,
+        "exchange_clock": c.clock.health(),
         "problems": problems,
     }
     return HealthReport("degraded" if problems else "healthy", body)

@@ -61,12 +61,14 @@ async def _watch(task: RangeTask, out: TextIO, tty: bool, interval: float) -> No
 
 
 async def run_backfill(
-    settings: GapHandlerSettings, argv: list[str], out: TextIO = sys.stdout, *, now_ms: NowMs = wall_ms
+    settings: GapHandlerSettings, argv: list[str], out: TextIO = sys.stdout, *, now_ms: NowMs | None = None
 ) -> int:
     args = build_parser().parse_args(argv)
     try:
         symbol = parse_symbol(args.symbol, [args.symbol.strip().upper()], "--symbol")
-        rng = parse_range(args.since, args.until, now_ms(), start_field="--since", end_field="--until")
+        rng = parse_range(
+            args.since, args.until, (now_ms or wall_ms)(), start_field="--since", end_field="--until"
+        )
     except BadInput as exc:
         print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
         return 2
@@ -74,6 +76,7 @@ async def run_backfill(
     settings = settings.model_copy(update={"symbols": [symbol]})
     async with components(settings, CollectorRegistry(), now_ms=now_ms) as c:
         await c.fetcher.load_weight_limit(symbol)
+        await c.clock.try_sync(max_attempts=1, only_if="unsynced")  # the range's end: the exchange's now
         runner = asyncio.create_task(c.service.run())
         try:
             task = await c.service.submit_range(symbol, rng)

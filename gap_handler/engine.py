@@ -16,12 +16,14 @@ import asyncpg
 import structlog
 
 from gap_handler import store
+from gap_handler.exchange_clock import closed_prefix
 from gap_handler.fetcher import Fetcher
 from gap_handler.intervals import MinuteRange, closed_end
 from gap_handler.metrics import GapMetrics
-from gap_handler.planner import UnitBackfill, UnitOutcome
-from quaint.binance.models import MINUTE_MS, Candle
-from quaint.store.candles import upsert_candles
+from gap_handler.planner import KlinesRequest, UnitBackfill, UnitOutcome
+from gap_handler.timesync import TimeSync
+from quaint.binance.models import MINUTE_MS
+from quaint.store.candles import upsert_kline_columns
 
 log = structlog.get_logger(__name__)
 
@@ -48,13 +50,14 @@ class Engine:
         metrics: GapMetrics,
         *,
         batch_size: int,
-        now_ms: Callable[[], int],
+        clock: TimeSync,
     ) -> None:
         self.pool = pool
         self.fetcher = fetcher
         self.metrics = metrics
         self.batch_size = batch_size
-        self.now_ms = now_ms
+        self.clock = clock
+        self.now_ms = clock.now_ms
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.now_ms() / 1000, UTC)
@@ -80,21 +83,8 @@ class Engine:
                 machine.outcome.pending = MinuteRange(machine.cursor, unit.end)
                 bound.info("backfill_checkpointed", minutes_done=machine.minutes_done)
                 break
-            page = await self.fetcher.klines(symbol, req)
             known = set(machine.outcome.unrecoverable)
-            if req.probe:
-                first: Candle | None = page.candles[0] if page.candles else None
-                settled = closed_end(self.now_ms()) - SETTLE_MS
-                keep = machine.on_probe(first.open_time if first else None, settled)
-                to_store = [first] if keep and first is not None else []
-            else:
-                kept = set(machine.on_page([c.open_time for c in page.candles]))
-                to_store = [c for c in page.candles if c.open_time in kept]
-            if to_store:
-                async with self.pool.acquire() as conn:
-                    n = await upsert_candles(conn, to_store, "rest")
-                written += n
-                self.metrics.candles_recovered.labels(symbol).inc(n)
+            written += await self._page(symbol, machine, req)
             for outage in machine.outcome.unrecoverable:
                 if outage not in known:
                     await self._record_outage(symbol, outage)
@@ -114,6 +104,36 @@ class Engine:
             unrecoverable_minutes=outcome.unrecoverable_minutes_in_unit, duration_s=round(duration, 3),
         )  # fmt: skip
         return UnitReport(outcome, written, outages, duration)
+
+    async def _page(self, symbol: str, machine: UnitBackfill, req: KlinesRequest) -> int:
+        """One request: fetch, decide, store; returns rows new or changed. The page is
+        dropped on return, before the next request is even sent (memory: see KlineColumns)."""
+        await self.clock.ensure_synced()
+        # Read before the request: the exchange had certainly reached this time when it
+        # answered, so a row that had closed by then is final.
+        asked_at = self.now_ms()
+        rows = (await self.fetcher.klines(symbol, req)).rows
+        final = closed_prefix(rows.open_times, rows.close_times, asked_at)
+        if final < len(rows):
+            self.metrics.rows_not_final.labels(symbol).inc(len(rows) - final)
+        if req.probe:
+            first = rows.open_times[0] if final else None
+            keep = machine.on_probe(first, closed_end(asked_at) - SETTLE_MS)
+            to_store = rows.take([0]) if keep else None
+        else:
+            open_from = rows.open_times[final] if final < len(rows) else None
+            kept = machine.on_page(rows.open_times[:final], open_from=open_from)
+            if len(kept) == len(rows):
+                to_store = rows  # the usual page: every row is kept, nothing is copied
+            else:
+                keep_set = set(kept)
+                to_store = rows.take([i for i in range(final) if rows.open_times[i] in keep_set])
+        if not to_store:
+            return 0
+        async with self.pool.acquire() as conn:
+            n = await upsert_kline_columns(conn, to_store, "rest")
+        self.metrics.candles_recovered.labels(symbol).inc(n)
+        return n
 
     async def _record_outage(self, symbol: str, outage: MinuteRange) -> None:
         async with self.pool.acquire() as conn:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -36,6 +37,14 @@ log = structlog.get_logger(__name__)
 
 KLINES_WEIGHT = 2  # /api/v3/klines costs 2 per request at any limit
 Backoff = Callable[[], Iterator[float]]
+
+
+class _Weighed(Protocol):
+    @property
+    def used_weight(self) -> int | None: ...
+
+
+Answer = TypeVar("Answer", bound=_Weighed)
 
 
 class RetriesExhausted(Exception):
@@ -97,49 +106,62 @@ class Fetcher:
             self.metrics.used_weight.set(used)
 
     async def klines(self, symbol: str, req: KlinesRequest) -> KlinesPage:
+        bound = log.bind(symbol=symbol, start=req.start, probe=req.probe)
+        return await self.call(
+            "klines", KLINES_WEIGHT, lambda: self.client.klines(symbol, req.start, req.end, req.limit), bound
+        )
+
+    async def call(
+        self, endpoint: str, weight: int, request: Callable[[], Awaitable[Answer]], bound: Any = log,
+        *, max_attempts: int | None = None,
+    ) -> Answer:  # fmt: skip
+        """One REST request through the rate gate, retried as the module says."""
         delays: Iterator[float] | None = None
         attempt = 0
-        bound = log.bind(symbol=symbol, start=req.start, probe=req.probe)
+        limit = self._max_attempts if max_attempts is None else max_attempts
         while True:
-            await self.acquire(KLINES_WEIGHT)
+            await self.acquire(weight)
             try:
-                page = await self.client.klines(symbol, req.start, req.end, req.limit)
+                answer = await request()
             except RateLimited as exc:
-                self._count(exc.status)
+                self._count(endpoint, exc.status)
                 self._observe(exc.used_weight)
                 self.gate.on_rate_limited(self._clock(), exc.retry_after)
-                bound.warning("rest_rate_limited", retry_after_s=exc.retry_after)
+                bound.warning("rest_rate_limited", endpoint=endpoint, retry_after_s=exc.retry_after)
                 continue
             except IpBanned as exc:
-                self._count(exc.status)
+                self._count(endpoint, exc.status)
                 self.gate.on_banned(self._clock(), exc.retry_after)
                 self.metrics.banned.set(1)
-                bound.error("rest_ip_banned", retry_after_s=exc.retry_after)
+                bound.error("rest_ip_banned", endpoint=endpoint, retry_after_s=exc.retry_after)
                 continue
             except ApiRejected as exc:
-                self._count(exc.status)
+                self._count(endpoint, exc.status)
                 self._observe(exc.used_weight)
                 self.metrics.errors.labels("rest_rejected").inc()
-                bound.error("rest_rejected", status=exc.status, code=exc.code, msg=exc.msg)
+                bound.error("rest_rejected", endpoint=endpoint, status=exc.status, code=exc.code, msg=exc.msg)
                 raise
             except (ServerError, TransportError, MalformedResponse) as exc:
-                self._count(exc.status if isinstance(exc, ServerError) else type(exc).__name__)
+                self._count(endpoint, exc.status if isinstance(exc, ServerError) else type(exc).__name__)
                 self._observe(exc.used_weight)
                 attempt += 1
-                if attempt >= self._max_attempts:
+                if attempt >= limit:
                     raise RetriesExhausted(f"{attempt} attempts: {exc}") from exc
                 delays = delays or self._backoff()
                 delay = next(delays)
-                bound.warning("rest_retry", error=str(exc), attempt=attempt, retry_in_s=round(delay, 3))
+                bound.warning(
+                    "rest_retry", endpoint=endpoint, error=str(exc), attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                )  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
-            self._count(200)
-            self._observe(page.used_weight)
+            self._count(endpoint, 200)
+            self._observe(answer.used_weight)
             self.metrics.banned.set(0)
-            return page
+            return answer
 
-    def _count(self, status: int | str | None) -> None:
-        self.metrics.requests.labels("klines", str(status)).inc()
+    def _count(self, endpoint: str, status: int | str | None) -> None:
+        self.metrics.requests.labels(endpoint, str(status)).inc()
 
     async def load_weight_limit(self, symbol: str) -> int | None:
         """Read the per-minute weight limit from exchangeInfo's ``rateLimits``.
@@ -148,17 +170,17 @@ class Fetcher:
         try:
             limits = await self.client.exchange_limits(symbol)
         except (ServerError, TransportError, MalformedResponse, ApiRejected) as exc:
-            self._count(getattr(exc, "status", None) or type(exc).__name__)
+            self._count("exchangeInfo", getattr(exc, "status", None) or type(exc).__name__)
             log.warning("exchange_limits_unavailable", error=str(exc), default=self.gate.weight.limit)
             return None
         except (RateLimited, IpBanned) as exc:
-            self._count(exc.status)
+            self._count("exchangeInfo", exc.status)
             if isinstance(exc, IpBanned):
                 self.gate.on_banned(self._clock(), exc.retry_after)
             else:
                 self.gate.on_rate_limited(self._clock(), exc.retry_after)
             return None
-        self._count(200)
+        self._count("exchangeInfo", 200)
         self._observe(limits.used_weight)
         limit = limits.weight_per_minute()
         if limit is not None:

@@ -70,6 +70,20 @@ class GapMetrics:
         self.queued = Gauge(
             f"{_PREFIX}_backfills_queued", "Work units waiting for a worker.", registry=registry
         )
+        self.exchange_offset = Gauge(
+            f"{_PREFIX}_exchange_clock_offset_seconds",
+            "The exchange's clock minus this service's (latest GET /api/v3/time; a lower bound).",
+            registry=registry,
+        )
+        self.exchange_round_trip = Gauge(
+            f"{_PREFIX}_exchange_clock_round_trip_seconds",
+            "Round trip of the latest GET /api/v3/time (the offset's uncertainty).",
+            registry=registry,
+        )
+        self.rows_not_final = Counter(
+            f"{_PREFIX}_rest_rows_not_final", "REST rows not stored: not closed by the exchange's clock.",
+            ["symbol"], registry=registry,
+        )  # fmt: skip
         self.errors = Counter(
             f"{_PREFIX}_errors", "Errors by kind (permanent REST errors, database loss, ...).", ["kind"],
             registry=registry,

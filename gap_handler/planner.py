@@ -7,6 +7,8 @@ next page and classifies minutes:
 * returned by REST -> recovered (the shell stores them);
 * absent while REST returned a *later* minute -> the exchange does not have them:
   unrecoverable (proven, never asked for again);
+* returned but not yet closed by the exchange's clock (the live edge): not stored, and
+  everything from the first such minute on is left pending;
 * absent at the end of a page: not yet proven. A probe (``startTime`` = first absent
   minute, no ``endTime``, ``limit=1``) returns the next minute the exchange has; the
   minutes before it are proven absent. A probe that returns nothing means the
@@ -82,14 +84,22 @@ class UnitBackfill:
         self._page = KlinesRequest(self.cursor, end - 1, (end - self.cursor) // MINUTE_MS)
         return self._page
 
-    def on_page(self, open_times: Sequence[int]) -> list[int]:
-        """Feed a page's open times; returns those inside the page (the ones to store)."""
+    def on_page(self, open_times: Sequence[int], *, open_from: int | None = None) -> list[int]:
+        """Feed a page's open times; returns those inside the page (the ones to store).
+
+        ``open_from``: the open time of the first row the exchange returned that had not
+        closed when it answered (the live edge; ``open_times`` holds only rows before it).
+        That minute proves nothing, so whatever the closed rows leave undecided stays
+        pending, as after a probe that finds nothing."""
         page = self._page
         if page is None or page.end is None:
             raise RuntimeError("on_page without a page request")
         self._page = None
         page_end = page.end + 1
-        kept = sorted({t for t in open_times if page.start <= t < page_end and t % MINUTE_MS == 0})
+        kept = sorted({
+            t for t in open_times
+            if page.start <= t < page_end and t % MINUTE_MS == 0 and (open_from is None or t < open_from)
+        })  # fmt: skip
         self.outcome.recovered += len(kept)
         absent: list[MinuteRange] = []
         expected = page.start
@@ -100,6 +110,9 @@ class UnitBackfill:
         self._add_unrecoverable(absent)
         if expected >= page_end:
             self.cursor = page_end
+        elif open_from is not None:
+            self.cursor = expected
+            self.outcome.pending = MinuteRange(expected, self.unit.end)
         else:
             # The tail of the page is absent: not proven until something later exists.
             self.cursor = expected

@@ -37,6 +37,7 @@ from gap_handler.intervals import (
 )
 from gap_handler.metrics import GapMetrics
 from gap_handler.settings import GapHandlerSettings
+from gap_handler.timesync import TimeSync
 from gap_handler.tracker import RangeTask
 from quaint.binance.models import MINUTE_MS, datetime_to_ms
 from quaint.binance.rest_client import ApiRejected
@@ -64,14 +65,15 @@ class GapService:
         fetcher: Fetcher,
         metrics: GapMetrics,
         *,
-        now_ms: Callable[[], int],
+        clock: TimeSync,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.engine = engine
         self.fetcher = fetcher
         self.metrics = metrics
-        self.now_ms = now_ms
+        self.clock = clock
+        self.now_ms = clock.now_ms  # the exchange's time: what is due is the exchange's call
         self.symbols = list(settings.symbols)
         self.queue: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue()
         self._seq = itertools.count()
@@ -130,6 +132,9 @@ class GapService:
 
     async def scan_loop(self) -> None:
         await self.fetcher.load_weight_limit(self.symbols[0])
+        # One attempt: the first scan should not ask for minutes only the host thinks
+        # closed; if the exchange does not answer, pages wait for a sample anyway.
+        await self.clock.try_sync(max_attempts=1, only_if="unsynced")
         interval = self.settings.backfill_check_interval_s
         while True:
             try:

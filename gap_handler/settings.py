@@ -43,6 +43,9 @@ class GapHandlerSettings(Settings):
     retry_initial_s: float = Field(default=1.0, gt=0, le=60)
     retry_cap_s: float = Field(default=30.0, gt=0, le=3600)
     retry_max_attempts: int = Field(default=8, ge=1, le=100)
+    # How often the exchange's clock is sampled (GET /api/v3/time, weight 1). What is closed,
+    # due or final is decided on the exchange's time, never the host's.
+    exchange_time_sync_interval_s: float = Field(default=30.0, ge=1, le=3600)
     # Large holes are cut into work units of at most this many pages so several
     # workers share a long bootstrap (each unit still commits page by page).
     unit_max_pages: int = Field(default=10, ge=1, le=1000)

@@ -55,19 +55,34 @@ def reference_decimal(value: object) -> Decimal | str:
         return "not a decimal"
     if not result.is_finite():
         return "not a finite"
-    return "negative" if result < 0 else result
+    if result < 0:
+        return "negative"
+    # PostgreSQL's NUMERIC: at most 131072 digits before the point and 16383 after it.
+    exponent = result.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if exponent < -16383 or (result != 0 and result.adjusted() >= 131072):
+        return "range NUMERIC"
+    return result
 
 
 def outcome(value: object) -> Decimal | str:
     try:
         return parse_decimal(value, "x")
     except ProtocolError as exc:
-        reasons = ("expected a decimal string", "too long", "not a decimal", "not a finite", "negative")
+        reasons = (
+            "expected a decimal string", "too long", "not a decimal", "not a finite", "negative",
+            "range NUMERIC",
+        )  # fmt: skip
         return next(k for k in reasons if k in exc.reason)
 
 
 @settings(max_examples=3000, deadline=None)
-@given(scalars | st.from_regex(r"\A[0-9 _.eE+-]{0,20}\Z") | st.text(alphabet="0123456789.", max_size=70))
+@given(
+    scalars
+    | st.from_regex(r"\A[0-9 _.eE+-]{0,20}\Z")
+    | st.text(alphabet="0123456789.", max_size=70)
+    | st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3})?[eE][+-]?1[0-9]{4,5}\Z")  # around NUMERIC's limits
+)
 def test_decimal_fast_path_decides_as_the_rules(value: Any) -> None:
     expected, got = reference_decimal(value), outcome(value)
     assert got == expected

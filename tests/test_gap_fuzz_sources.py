@@ -63,6 +63,7 @@ async def garbage() -> AsyncIterator[tuple[RestClient, list[Canned]]]:
     app = web.Application()
     app.router.add_get("/api/v3/klines", handler)
     app.router.add_get("/api/v3/exchangeInfo", handler)
+    app.router.add_get("/api/v3/time", handler)
     runner = await start_http(app, "127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession() as session:
@@ -84,23 +85,29 @@ statuses = st.one_of(
     status=statuses,
     retry_after=st.none() | header_text | st.sampled_from(["inf", "nan", "-1", "1e400", "7"]),
     weight=st.none() | header_text | st.from_regex(r"\A-?[0-9]{1,30}\Z"),
-    body=st.one_of(rows, json_values).map(lambda v: json.dumps(v).encode()) | st.binary(max_size=80),
-    limits=st.booleans(),
+    body=st.one_of(rows, json_values, st.fixed_dictionaries({"serverTime": json_scalars})).map(
+        lambda v: json.dumps(v).encode()
+    )
+    | st.binary(max_size=80)
+    | st.sampled_from([b"[" * 100_000, b'{"serverTime": 1e400}', b"[NaN]"]),
+    endpoint=st.sampled_from(["klines", "limits", "time"]),
 )
 async def test_rest_client_turns_any_answer_into_a_page_or_a_typed_error(
     garbage: tuple[RestClient, list[Canned]], status: int, retry_after: str | None, weight: str | None,
-    body: bytes, limits: bool,
+    body: bytes, endpoint: str,
 ) -> None:  # fmt: skip
     client, answer = garbage
     headers = {k: v for k, v in (("Retry-After", retry_after), ("X-MBX-USED-WEIGHT-1M", weight)) if v}
     answer[0] = Canned(status, headers, body)
     error: RestError | None = None
     try:
-        if limits:
+        if endpoint == "limits":
             await client.exchange_limits("BTCUSDT")
+        elif endpoint == "time":
+            assert type((await client.server_time()).server_ms) is int
         else:
             page = await client.klines("BTCUSDT", 0, None, 5)
-            assert all(isinstance(c, Candle) for c in page.candles)
+            assert all(isinstance(c, Candle) for c in page.rows.candles())
     except RestError as exc:
         error = exc
     if error is None:

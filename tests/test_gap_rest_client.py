@@ -35,14 +35,16 @@ async def test_klines_and_limits_against_the_simulator(session: aiohttp.ClientSe
         now = sim.clock.now_ms()
         start = now - now % MINUTE_MS - 100 * MINUTE_MS
         page = await client.klines("BTCUSDT", start, start + 10 * MINUTE_MS - 1, 1000)
-        assert [c.open_time for c in page.candles] == [start + i * MINUTE_MS for i in range(10)]
-        assert page.candles == sim.truth("BTCUSDT", start, start + 10 * MINUTE_MS)
+        assert page.rows.open_times == [start + i * MINUTE_MS for i in range(10)]
+        assert page.rows.candles() == sim.truth("BTCUSDT", start, start + 10 * MINUTE_MS)
         assert page.used_weight == 2
         probe = await client.klines("BTCUSDT", start, None, 1)
-        assert len(probe.candles) == 1
+        assert len(probe.rows) == 1
+        clock = await client.server_time()
+        assert clock.server_ms == now and clock.used_weight == 2 + 2 + 1
         limits = await client.exchange_limits("BTCUSDT")
-        # 2 + 2 + 20, unless the simulator's 1-minute window turned over in between.
-        assert limits.weight_per_minute() == 1234 and limits.used_weight in (20, 22, 24)
+        # 2 + 2 + 1 + 20, unless the simulator's 1-minute window turned over in between.
+        assert limits.weight_per_minute() == 1234 and limits.used_weight in (20, 21, 22, 23, 24, 25)
         with pytest.raises(ApiRejected) as rejected:
             await client.klines("NOPEUSDT", start, None, 10)
         assert rejected.value.code == -1121 and rejected.value.status == 400
@@ -71,11 +73,17 @@ async def test_misbehaving_server(session: aiohttp.ClientSession) -> None:
             return web.Response(status=404, body=b"not found")
         raise AssertionError(mode)
 
+    async def bad_time(request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": "soon"})
+
     app = web.Application()
     app.router.add_get("/api/v3/klines", handler)
+    app.router.add_get("/api/v3/time", bad_time)
     runner = await start_http(app, "127.0.0.1", 0)
     try:
         client = RestClient(session, f"http://127.0.0.1:{bound_port(runner)}")
+        with pytest.raises(MalformedResponse, match="serverTime"):
+            await client.server_time()
         with pytest.raises(IpBanned) as banned:
             await client.klines("BANNED", 0, None, 1)
         assert banned.value.retry_after == 42.0

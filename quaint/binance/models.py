@@ -116,7 +116,7 @@ class KlineColumns:
     """A REST klines page of one symbol as columns, oldest first.
 
     Decimals are kept as the exchange's validated strings (or ``str(Decimal)`` of
-    them, see :func:`quaint.binance.parse.parse_rest_kline_columns`): a page of 1000
+    them, see :func:`quaint.binance.rest_parse.parse_rest_kline_columns`): a page of 1000
     rows then holds 8000 references to strings the JSON decoder already made, not
     1000 records of 8 ``Decimal`` each, which is what bounds a backfilling process's
     memory. :meth:`candles` gives the records when a caller wants them.

@@ -34,6 +34,8 @@ _STREAM = re.compile(r"^[a-z0-9]{2,20}@[A-Za-z0-9_]{1,32}$")
 _MICROS_THRESHOLD = 10**14
 _MAX_JSON_BYTES = 1 << 20
 _DIGITS = frozenset("0123456789")
+_NUMERIC_MIN_EXPONENT = -16383
+_NUMERIC_MAX_ADJUSTED = 131071
 # Hot-path caches of names already validated (a feed repeats the same few hundred
 # symbols and streams); bounded, so garbage input cannot grow them without limit.
 _CACHE_MAX = 8192
@@ -63,11 +65,15 @@ def parse_decimal(value: object, field: str) -> Decimal:
     refused because it may already have been rounded through a float."""
     if type(value) is str and len(value) <= 64 and value[:1] in _DIGITS:
         # Fast path (every price and quantity of the stream): a string that starts with
-        # an ASCII digit is neither negative nor NaN/Infinity, so only Decimal() can fail.
+        # an ASCII digit is neither negative nor NaN/Infinity, so only Decimal() can fail,
+        # or an exponent take it beyond what NUMERIC stores.
         try:
-            return Decimal(value)
+            result = Decimal(value)
         except InvalidOperation:
             raise ProtocolError(field, f"not a decimal: {value[:32]!r}") from None
+        if "e" in value or "E" in value:
+            _check_numeric_range(result, field)
+        return result
     if type(value) is not str:
         raise ProtocolError(field, f"expected a decimal string, got {type(value).__name__}")
     if len(value) > 64:
@@ -80,7 +86,18 @@ def parse_decimal(value: object, field: str) -> Decimal:
         raise ProtocolError(field, "not a finite number")
     if result < 0:
         raise ProtocolError(field, "negative value")
+    _check_numeric_range(result, field)
     return result
+
+
+def _check_numeric_range(value: Decimal, field: str) -> None:
+    """Refuse what PostgreSQL's NUMERIC cannot store (at most 131072 digits before the
+    point, 16383 after it): "1e200000" is a valid Decimal, and one such value would make
+    the database refuse a whole batch. Only an exponent can get there within 64 chars."""
+    exponent = value.as_tuple().exponent
+    too_small = isinstance(exponent, int) and exponent < _NUMERIC_MIN_EXPONENT
+    if too_small or (value and value.adjusted() > _NUMERIC_MAX_ADJUSTED):  # a zero is stored as 0
+        raise ProtocolError(field, "out of the range NUMERIC stores")
 
 
 def parse_symbol(value: object, field: str) -> str:

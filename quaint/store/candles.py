@@ -16,7 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
-from quaint.binance.models import Candle, datetime_to_ms, ms_to_datetime
+from quaint.binance.models import Candle, KlineColumns, datetime_to_ms, ms_to_datetime
 
 # DISTINCT ON: one batch may hold the same candle twice (overlapping connections);
 # ON CONFLICT DO UPDATE may not touch a row twice in one statement.
@@ -78,6 +78,17 @@ async def upsert_candles(
     if not symbols:
         return 0
     status = await conn.execute(UPSERT, symbols, times, *decimals, trades, source)
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def upsert_kline_columns(conn: asyncpg.Connection, page: KlineColumns, source: str) -> int:
+    """:func:`upsert_candles` for a parsed REST page: its columns go to the statement as
+    they are (the decimals are already exact strings), no record per row is built."""
+    if not page.open_times:
+        return 0
+    times = [ms_to_datetime(t) for t in page.open_times]
+    symbols = [page.symbol] * len(times)
+    status = await conn.execute(UPSERT, symbols, times, *page.decimals, page.trades, source)
     return int(status.rsplit(" ", 1)[1])
 
 

@@ -2,17 +2,17 @@
 plan, supervised service processes, and the simulator's clock shared with a gap
 handler process.
 
-Why a shared clock. The gap handler decides what is due, and what a REST answer
-proves, from its own clock (``now_ms``). Against the simulator at high speed that
-clock must be the simulator's: with the wall clock it would ask for minutes the
-accelerated exchange has not closed yet, and Binance (and so the simulator) answers
-with the *open* candle, which would then be stored as if final. The simulator's clock
-is ``start_ms + (monotonic - wall_origin) * 1000 * speed``; ``CLOCK_MONOTONIC`` is the
+Why a shared clock. The gap handler decides what is due, and which rows of a REST
+answer are final, on the exchange's time: its own clock (``now_ms``) plus an offset
+sampled from ``GET /api/v3/time`` (:mod:`gap_handler.exchange_clock`). That only holds
+while its clock advances at the exchange's rate, and the accelerated simulator's clock
+runs ``speed`` times faster than the wall clock. Its clock is
+``start_ms + (monotonic - wall_origin) * 1000 * speed``; ``CLOCK_MONOTONIC`` is the
 same for every process on the machine, so the test writes those three numbers to a
 file whenever it changes the clock, and ``python -m quaint.testing.chaos gap-handler``
 runs the real service (``gap_handler.__main__``) with a ``now_ms`` computed from the
-file, ``lag_ms`` behind the exchange (a gap handler a little slow never asks for an
-open minute; one a little fast would).
+file, ``lag_ms`` behind the exchange (the sampled offset takes the lag back out; it is
+there to show a skewed host clock does no harm).
 
 Every random choice comes from one ``random.Random(seed)``: the same seed gives the same
 plan (kinds, simulated times, parameters).
