@@ -14,7 +14,9 @@ uvloop. For each, after a warm-up, a fixed window is measured three ways:
   whole machine, to say which one was the bottleneck.
 
 The firehose interleaves bookTicker and (open) kline frames one to one and open
-klines are not stored, so rows/s is about half of msgs/s.
+klines are not stored, so rows/s is about half of msgs/s: the worst case for rows. A
+last run (tuned batches) uses a feed shaped like Binance's, ``--book-per-kline`` (20)
+bookTicker frames per kline frame, where nearly every frame is a row.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ def main() -> None:
     parser.add_argument("--tuned-batch", type=int, default=1000, help="BATCH_SIZE of the tuned runs")
     parser.add_argument("--tuned-max-rows", type=int, default=20_000, help="their BATCH_MAX_ROWS")
     parser.add_argument("--ceiling-rows", type=int, default=300_000)
+    parser.add_argument(
+        "--book-per-kline", type=int, default=20, help="the mixed run's bookTicker frames per kline frame"
+    )
     args = parser.parse_args(sys.argv[2:])
     cores = os.cpu_count() or 1
     symbols = [f"S{i}USDT" for i in range(args.symbols)]
@@ -196,6 +201,13 @@ def main() -> None:
             for key, label, env in configs:
                 windows[key] = w = measure(url, sim, symbols, label, args.warmup, args.seconds, **env)
                 report(w, cores)
+        # The same, with a feed shaped like Binance's: a kline_1m stream updates every 2 s, a
+        # liquid symbol's bookTicker many times a second (here 20 book frames per kline frame).
+        mix = ["--firehose", "--firehose-book-per-kline", str(args.book_per_kline)]
+        with sv.simulator(symbols, *mix) as sim:
+            label = f"tuned, {args.book_per_kline} bookTicker frames per kline frame, uvloop"
+            windows["mix"] = w = measure(url, sim, symbols, label, args.warmup, args.seconds, **tuned)
+            report(w, cores)
     for key, w in windows.items():
         suffix = f"_{key}" if key else ""
         result(f"ingest_msgs_per_s{suffix}", w.msgs_per_s, "msg/s")

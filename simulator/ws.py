@@ -22,7 +22,7 @@ from simulator.faults import FrameInjector, FrameKind
 from simulator.hub import Connection, notice
 from simulator.market import CHECKPOINT_MS
 from simulator.state import STATE, SimState
-from simulator.streams import IncomingRateLimit, StreamError, Subscriptions, parse_stream_list
+from simulator.streams import IncomingRateLimit, Stream, StreamError, Subscriptions, parse_stream_list
 
 log = structlog.get_logger(__name__)
 
@@ -193,13 +193,31 @@ class _Firehose:
         self.state, self.conn = state, conn
         self._book: dict[tuple[str, bool], tuple[int, bytes, bytes]] = {}
         self._kline: dict[tuple[str, bool], tuple[int, bytes | None]] = {}
+        self._position = 0  # in the cycle of streams, across bursts
+        self._cycle_key: tuple[str, ...] = ()
+        self._cycle_streams: list[Stream] = []
+
+    def _cycle(self) -> list[Stream]:
+        """One round of the mix: every subscribed stream once (``1``), or every bookTicker
+        stream ``firehose_book_per_kline`` times for each kline stream's once. Rebuilt
+        only when the subscriptions change."""
+        key = tuple(self.conn.subs.streams)
+        if self._cycle_key != key:
+            streams = list(self.conn.subs.streams.values())
+            per_kline = self.state.settings.firehose_book_per_kline
+            books = [s for s in streams if s.kind == "bookTicker"]
+            if per_kline > 1 and books:
+                streams = [*books * per_kline, *(s for s in streams if s.kind != "bookTicker")]
+            self._cycle_key, self._cycle_streams = key, streams
+        return self._cycle_streams
 
     async def burst(self) -> None:
         now = self.state.clock.now_ms()
-        streams = list(self.conn.subs.streams.values())
+        cycle = self._cycle()
         wrapped = self.conn.subs.combined
-        for i in range(_FIREHOSE_BATCH):
-            stream = streams[i % len(streams)]
+        for _ in range(_FIREHOSE_BATCH):
+            stream = cycle[self._position % len(cycle)]
+            self._position += 1
             if stream.kind == "bookTicker":
                 frame = self._book_frame(stream.symbol, now, wrapped)
                 kind: FrameKind = "bookTicker"

@@ -371,6 +371,23 @@ async def test_firehose_sends_as_fast_as_the_socket_takes() -> None:
     assert len(frames) / elapsed > 1000  # far beyond the normal 10/s per symbol
 
 
+@pytest.mark.parametrize("per_kline", [1, 20])
+async def test_firehose_mix_is_the_configured_ratio(per_kline: int) -> None:
+    streams = "btcusdt@kline_1m/btcusdt@bookTicker/ethusdt@kline_1m/ethusdt@bookTicker"
+    async with (
+        running_simulator(speed=60, start=START, firehose=True, firehose_book_per_kline=per_kline) as sim,
+        _ws(sim.ws_url + "/stream?streams=" + streams, max_queue=None) as ws,
+    ):
+        frames = await collect(ws, lambda fs: len(fs) >= 4200, within=20)
+    # Besides the firehose, the x:true frames of closing minutes; and a round may skip a
+    # kline frame while a minute has no partial candle yet: the ratio, not an exact count.
+    events = [e for e in _events(frames) if not (isinstance(e, KlineEvent) and e.is_closed)]
+    books = sum(isinstance(e, BookTick) for e in events)
+    klines = sum(isinstance(e, KlineEvent) for e in events)
+    assert books + klines == len(events) and klines > 100
+    assert 0.95 * per_kline <= books / klines <= 1.05 * per_kline
+
+
 async def test_slow_consumer_is_dropped() -> None:
     async with running_simulator(speed=60, start=START, book_rate=2000, max_queue=10) as sim:
         async with _ws(sim.ws_url + "/ws/btcusdt@bookTicker", max_queue=1) as ws:
