@@ -26,6 +26,8 @@ from gap_handler.settings import RETENTION_DAYS, GapHandlerSettings
 from gap_handler.validation import (
     BadInput,
     parse_backfill_body,
+    parse_backfill_id,
+    parse_backfill_state,
     parse_gap_status,
     parse_int,
     parse_optional_symbol,
@@ -139,7 +141,7 @@ async def post_backfill(request: web.Request) -> web.Response:
     if c.service.stopping:
         return json_error(503, "shutting down")
     try:
-        task = await c.service.submit_range(wanted.symbol, wanted.range)
+        task = await c.requests.submit(wanted.symbol, wanted.range)
     except DB_ERRORS:
         return json_error(503, "database unavailable")
     body_out = task.as_json(time.monotonic())
@@ -147,11 +149,44 @@ async def post_backfill(request: web.Request) -> web.Response:
 
 
 async def get_backfill(request: web.Request) -> web.Response:
+    """Live in this process: from memory (rate, ETA); otherwise (finished before a
+    restart, or not yet resumed) from ``backfill_requests``, in the same shape."""
     c = request.app[COMPONENTS_KEY]
-    task = c.service.tasks.get(request.match_info["id"])
-    if task is None:
+    try:
+        ident = parse_backfill_id(request.match_info["id"])
+    except BadInput as exc:
+        return _bad(exc)
+    task = c.service.tasks.get(ident)
+    if task is not None:
+        return json_response(task.as_json(time.monotonic()))
+    try:
+        async with c.pool.acquire() as conn:
+            stored = await store.backfill_request(conn, ident)
+    except DB_ERRORS:
+        return json_error(503, "database unavailable")
+    if stored is None:
         return json_error(404, "no such backfill", "id")
-    return json_response(task.as_json(time.monotonic()))
+    return json_response(stored.as_json())
+
+
+async def list_backfills(request: web.Request) -> web.Response:
+    """The most recent requests first; live ones with their current progress."""
+    c = request.app[COMPONENTS_KEY]
+    try:
+        symbol = parse_optional_symbol(request.query.get("symbol"), c.service.symbols)
+        state = parse_backfill_state(request.query.get("state"))
+        limit = parse_int(request.query.get("limit"), "limit", default=50, lo=1, hi=1000)
+    except BadInput as exc:
+        return _bad(exc)
+    try:
+        async with c.pool.acquire() as conn:
+            rows = await store.recent_backfill_requests(conn, symbol, state, limit)
+    except DB_ERRORS:
+        return json_error(503, "database unavailable")
+    now = time.monotonic()
+    tasks = c.service.tasks
+    out = [t.as_json(now) if (t := tasks.get(r.id)) is not None else r.as_json() for r in rows]
+    return json_response({"backfills": out})
 
 
 async def get_coverage(request: web.Request) -> web.Response:
@@ -221,6 +256,7 @@ def build_app(
     app.cleanup_ctx.append(_context(settings, registry, now_ms))
     app.router.add_get("/gaps", get_gaps)
     app.router.add_post("/backfills", post_backfill)
+    app.router.add_get("/backfills", list_backfills)
     app.router.add_get("/backfills/{id}", get_backfill)
     app.router.add_get("/coverage", get_coverage)
     return app

@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from gap_handler.background import NotifyListener, run_daily_jobs
+from gap_handler.durable import DurableRequests
 from gap_handler.engine import Engine
 from gap_handler.exchange_clock import ExchangeClock
 from gap_handler.fetcher import Fetcher
@@ -61,6 +62,7 @@ class Components:
     fetcher: Fetcher
     engine: Engine
     service: GapService
+    requests: DurableRequests  # the API's backfill requests, stored
     listener: NotifyListener
     schema: SchemaInfo
     clock: TimeSync
@@ -98,13 +100,14 @@ async def components(
             clock = TimeSync(fetcher, exchange_clock, metrics, local_ms)
             engine = Engine(pool, fetcher, metrics, batch_size=settings.backfill_batch_size, clock=clock)
             service = GapService(settings, pool, engine, fetcher, metrics, clock=clock)
+            requests = DurableRequests(service, pool)
             listener = NotifyListener(
                 connect_kwargs(settings), service.on_notify, service.request_scan,
                 lambda: jittered_backoff(0.5, 10.0),
             )  # fmt: skip
             yield Components(
-                settings, pool, session, metrics, fetcher, engine, service, listener, info, clock,
-                clock.now_ms,
+                settings, pool, session, metrics, fetcher, engine, service, requests, listener, info,
+                clock, clock.now_ms,
             )  # fmt: skip
     finally:
         await pool.close()
@@ -112,7 +115,7 @@ async def components(
 
 def service_loops(c: Components) -> list[Callable[[], Coroutine[Any, Any, None]]]:
     loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
-        c.service.scan_loop, c.listener.run, c.clock.run,
+        c.service.scan_loop, c.listener.run, c.clock.run, c.requests.run,
     ]  # fmt: skip
     if c.schema.automation == "service":
         loops.append(lambda: run_daily_jobs(c.pool, lambda: datetime.fromtimestamp(c.now_ms() / 1000, UTC)))

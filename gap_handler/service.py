@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +82,8 @@ class GapService:
         self.current_holes: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
         self.running: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
         self.tasks: dict[str, RangeTask] = {}
+        # Called when a unit of a requested range ends (decided, or cut short by stop()).
+        self.on_task_update: Callable[[RangeTask], Awaitable[None]] | None = None
         self.stopping = False
         self.backfills_completed = 0
         self.candles_recovered = 0
@@ -214,23 +216,38 @@ class GapService:
 
     # ---- requested ranges (API, CLI) -----------------------------------------------------
 
-    async def submit_range(self, symbol: str, rng: MinuteRange) -> RangeTask:
+    def new_task(self, symbol: str, rng: MinuteRange) -> RangeTask:
         now = self.now_ms()
-        task = RangeTask(
+        return RangeTask(
             id=uuid.uuid4().hex[:16], symbol=symbol, range=rng, created_mono=time.monotonic(),
             created_at=datetime.fromtimestamp(now / 1000, UTC),
         )  # fmt: skip
-        self.tasks[task.id] = task
-        hi = min(rng.end, closed_end(now))
+
+    async def range_holes(self, symbol: str, rng: MinuteRange) -> list[MinuteRange]:
+        """What is missing of ``rng`` now (up to the last closed minute)."""
+        hi = min(rng.end, closed_end(self.now_ms()))
         async with self.pool.acquire() as conn:
-            holes = await store.scan_holes(conn, symbol, rng.start, hi) if hi > rng.start else []
+            return await store.scan_holes(conn, symbol, rng.start, hi)
+
+    def units_of(self, holes: list[MinuteRange]) -> list[MinuteRange]:
         minutes = self.settings.backfill_batch_size * self.settings.unit_max_pages
-        units = [u for h in holes for u in split_units(h, minutes)]
-        task.start(units)
-        self._enqueue(symbol, holes, admin=True, task=task)
-        if not units:
-            task.finish(time.monotonic(), "complete")
-        log.info("range_backfill_submitted", symbol=symbol, id=task.id, minutes_missing=task.total_minutes)
+        return [u for h in holes for u in split_units(h, minutes)]
+
+    def launch(self, task: RangeTask, holes: list[MinuteRange]) -> None:
+        """Queue a started (or resumed) task's holes ahead of the scan's own work."""
+        self.tasks[task.id] = task
+        self._enqueue(task.symbol, holes, admin=True, task=task)
+        log.info(
+            "range_backfill_submitted", symbol=task.symbol, id=task.id, minutes_missing=task.total_minutes,
+            minutes_done=task.minutes_done,
+        )  # fmt: skip
+
+    async def submit_range(self, symbol: str, rng: MinuteRange) -> RangeTask:
+        """An in-memory request (the one-shot CLI); the API's are durable (:mod:`gap_handler.durable`)."""
+        task = self.new_task(symbol, rng)
+        holes = await self.range_holes(symbol, rng)
+        task.start(self.units_of(holes))
+        self.launch(task, holes)
         return task
 
     # ---- workers -----------------------------------------------------------------------
@@ -279,11 +296,17 @@ class GapService:
         finally:
             self.running[symbol].remove(unit)
             self.claimed[symbol] = subtract(self.claimed[symbol], [unit])
-            if task is not None:
+            if task is not None and not complete and self.stopping:
+                # Cut short by a shutdown, not decided: the request is resumed at the next start.
+                task.unit_stopped(unit, recovered=recovered, unrecoverable=unrecoverable)
+            elif task is not None:
                 task.unit_finished(
                     unit, recovered=recovered, unrecoverable=unrecoverable, complete=complete,
                     now=time.monotonic(),
                 )  # fmt: skip
+        # Not in ``finally``: a cancelled unit (crash, shutdown deadline) writes nothing.
+        if task is not None and self.on_task_update is not None:
+            await self.on_task_update(task)
 
     # ---- NOTIFY --------------------------------------------------------------------------
 

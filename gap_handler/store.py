@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from gap_handler.intervals import MinuteRange
+from gap_handler.tracker import RequestRecord
 from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 
 _MINUTE = timedelta(minutes=1)
@@ -221,3 +222,75 @@ async def recent_gap_events(
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(RECENT_GAPS, event_types, symbol, limit)
     return [dict(r) for r in rows]
+
+
+# ---- requested backfills (backfill_requests) --------------------------------------------
+
+_REQUEST_COLUMNS = """id, symbol, range_start, range_end, state, requested_at, started_at, finished_at,
+    minutes_total, minutes_done, candles_recovered, unrecoverable_minutes, error"""
+
+
+def _request(row: asyncpg.Record) -> RequestRecord:
+    return RequestRecord(
+        id=row["id"], symbol=row["symbol"],
+        range=MinuteRange(datetime_to_ms(row["range_start"]), datetime_to_ms(row["range_end"])),
+        state=row["state"], requested_at=row["requested_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], minutes_total=row["minutes_total"], minutes_done=row["minutes_done"],
+        candles_recovered=row["candles_recovered"], unrecoverable_minutes=row["unrecoverable_minutes"],
+        error=row["error"],
+    )  # fmt: skip
+
+
+async def insert_backfill_request(conn: asyncpg.Connection, rec: RequestRecord) -> None:
+    await conn.execute(
+        f"INSERT INTO backfill_requests ({_REQUEST_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        rec.id, rec.symbol, ms_to_datetime(rec.range.start), ms_to_datetime(rec.range.end), rec.state,
+        rec.requested_at, rec.started_at, rec.finished_at, rec.minutes_total, rec.minutes_done,
+        rec.candles_recovered, rec.unrecoverable_minutes, rec.error,
+    )  # fmt: skip
+
+
+async def update_backfill_request(conn: asyncpg.Connection, rec: RequestRecord) -> None:
+    """Progress and outcome. A finished row is final: a late or stale writer (a process
+    that lost track of it) cannot reopen or rewrite it."""
+    await conn.execute(
+        """UPDATE backfill_requests SET state = $2, minutes_total = $3, minutes_done = $4,
+               candles_recovered = $5, unrecoverable_minutes = $6, error = $7, finished_at = $8,
+               started_at = coalesce(started_at, $9)
+           WHERE id = $1 AND finished_at IS NULL""",
+        rec.id, rec.state, rec.minutes_total, rec.minutes_done, rec.candles_recovered,
+        rec.unrecoverable_minutes, rec.error, rec.finished_at, rec.started_at,
+    )  # fmt: skip
+
+
+async def mark_backfill_request_waiting(conn: asyncpg.Connection, ident: str, reason: str) -> None:
+    await conn.execute(
+        "UPDATE backfill_requests SET state = 'queued', error = $2 WHERE id = $1 AND finished_at IS NULL",
+        ident, reason,
+    )  # fmt: skip
+
+
+async def backfill_request(conn: asyncpg.Connection, ident: str) -> RequestRecord | None:
+    row = await conn.fetchrow(f"SELECT {_REQUEST_COLUMNS} FROM backfill_requests WHERE id = $1", ident)
+    return None if row is None else _request(row)
+
+
+async def unfinished_backfill_requests(conn: asyncpg.Connection) -> list[RequestRecord]:
+    rows = await conn.fetch(
+        f"SELECT {_REQUEST_COLUMNS} FROM backfill_requests WHERE finished_at IS NULL"
+        " ORDER BY requested_at, id"
+    )
+    return [_request(r) for r in rows]
+
+
+async def recent_backfill_requests(
+    conn: asyncpg.Connection, symbol: str | None, state: str | None, limit: int
+) -> list[RequestRecord]:
+    rows = await conn.fetch(
+        f"""SELECT {_REQUEST_COLUMNS} FROM backfill_requests
+            WHERE ($1::text IS NULL OR symbol = $1) AND ($2::text IS NULL OR state = $2)
+            ORDER BY requested_at DESC, id DESC LIMIT $3""",
+        symbol, state, limit,
+    )  # fmt: skip
+    return [_request(r) for r in rows]

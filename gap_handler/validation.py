@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 
 from gap_handler.intervals import DAY_MS, MinuteRange, closed_end, floor_minute
 from gap_handler.settings import RETENTION_DAYS
+from gap_handler.tracker import BACKFILL_STATES
 from quaint.binance.models import MINUTE_MS, datetime_to_ms
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}$")
 _DIGITS = re.compile(r"^-?[0-9]{1,16}$")
+_BACKFILL_ID = re.compile(r"[0-9a-fA-F]{16}")
 GAP_STATUSES = ("all", "open", "detected", "backfilled", "unrecoverable")
 
 
@@ -97,6 +99,21 @@ def parse_gap_status(raw: str | None) -> str:
         return "all"
     if raw not in GAP_STATUSES:
         raise BadInput("status", f"expected one of {', '.join(GAP_STATUSES)}")
+    return raw
+
+
+def parse_backfill_id(raw: str) -> str:
+    """The id ``POST /backfills`` answered: 16 hex digits (any case)."""
+    if not _BACKFILL_ID.fullmatch(raw):
+        raise BadInput("id", "expected the 16 hex digits POST /backfills answered")
+    return raw.lower()
+
+
+def parse_backfill_state(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if raw not in BACKFILL_STATES:
+        raise BadInput("state", f"expected one of {', '.join(BACKFILL_STATES)}")
     return raw
 
 

@@ -163,7 +163,9 @@ async def test_post_backfill_runs_and_reports_progress(api: Api) -> None:
     assert out["minutes_done"] == 1440 and out["candles_recovered"] == 1440 and out["eta_s"] == 0.0
     assert out["rate_minutes_per_s"] > 0
     status, out = await api.call("GET", "/backfills/does-not-exist")
-    assert status == 404
+    assert (status, out["field"]) == (400, "id")
+    status, out = await api.call("GET", "/backfills/0123456789abcdef")
+    assert (status, out["field"]) == (404, "id")
 
 
 async def test_post_backfill_rejects_bad_input_and_bad_tokens(api: Api) -> None:

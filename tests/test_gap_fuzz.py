@@ -3,8 +3,9 @@ JSON 4xx naming the field; never a 500, never an exception escaping.
 
 - the pure validators (``gap_handler.validation``): the bulk of the examples;
 - the real app on a real socket, wired to a real database and the simulator:
-  ``POST /backfills`` bodies and bearer headers, query strings of ``/gaps`` and
-  ``/coverage``, ``/backfills/{id}`` paths, and raw requests carrying non-UTF-8 bytes.
+  ``POST /backfills`` bodies and bearer headers, query strings of ``/gaps``,
+  ``/coverage`` and ``/backfills``, ``/backfills/{id}`` paths, and raw requests
+  carrying non-UTF-8 bytes.
 
 What the gap handler reads from the exchange and the database: ``test_gap_fuzz_sources.py``.
 """
@@ -37,10 +38,13 @@ from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
 from gap_handler.rate import MAX_PAUSE_S, RateGate
 from gap_handler.settings import RETENTION_DAYS
 from gap_handler.testing import idle, settings_for, wait_for
+from gap_handler.tracker import BACKFILL_STATES
 from gap_handler.validation import (
     GAP_STATUSES,
     BadInput,
     parse_backfill_body,
+    parse_backfill_id,
+    parse_backfill_state,
     parse_gap_status,
     parse_instant,
     parse_int,
@@ -167,6 +171,13 @@ def test_query_parameters_are_typed_or_refused(raw: str | None) -> None:
     typed_or_refused(lambda: parse_int(raw, "limit", default=100, lo=1, hi=1000), lambda v: 1 <= v <= 1000)
     typed_or_refused(lambda: parse_gap_status(raw), lambda v: v in GAP_STATUSES)
     typed_or_refused(lambda: parse_optional_symbol(raw, KNOWN), lambda v: v is None or v in KNOWN)
+    typed_or_refused(lambda: parse_backfill_state(raw), lambda v: v is None or v in BACKFILL_STATES)
+
+
+# Mostly near-valid: the validator itself is fuzzed in test_gap_requests.py.
+backfill_ids = st.one_of(
+    st.from_regex(r"\A[0-9a-fA-F]{16}\Z"), st.from_regex(r"\A[0-9a-fA-F]{14,18}\s?\Z"), st.text(max_size=40)
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -284,6 +295,11 @@ async def test_post_backfills_answers_json_4xx_or_202(live: Live, payload: bytes
         return
     assert status in (202, 400, 404), (status, body)
     if status == 202:
+        # Stored before the answer: the id is the row's.
+        stored = await live.c.pool.fetchval(
+            "SELECT count(*) FROM backfill_requests WHERE id = $1", body["id"]
+        )
+        assert stored == 1
         async with live.http.get(f"{live.base}/backfills/{body['id']}") as resp:
             assert (await json_answer(resp))[0] == 200
 
@@ -291,17 +307,18 @@ async def test_post_backfills_answers_json_4xx_or_202(live: Live, payload: bytes
 query_values = st.one_of(
     st.sampled_from(["BTCUSDT", "ethusdt", "open", "all", "unrecoverable", "7", "1", "403"]),
     st.sampled_from(["BTCUSDT", "ethusdt", "open", "all", "unrecoverable", "7", "1", "403"]),
+    st.sampled_from(BACKFILL_STATES),
     st.text(max_size=30), st.from_regex(r"\A-?[0-9]{1,24}\Z"),
 )  # fmt: skip
 
 
 @settings(ONCE, max_examples=250)
 @given(
-    path=st.sampled_from(["/gaps", "/coverage", "/backfills/", "/health", "/nope"]),
+    path=st.sampled_from(["/gaps", "/coverage", "/backfills", "/backfills/", "/health", "/nope"]),
     params=st.dictionaries(
-        st.sampled_from(["symbol", "status", "limit", "days", "x"]), query_values, max_size=4
+        st.sampled_from(["symbol", "status", "state", "limit", "days", "x"]), query_values, max_size=4
     ),
-    ident=st.text(max_size=40),
+    ident=backfill_ids,
 )
 async def test_queries_and_paths_answer_json(
     live: Live, path: str, params: dict[str, str], ident: str
@@ -309,7 +326,13 @@ async def test_queries_and_paths_answer_json(
     if path == "/backfills/":
         url = yarl.URL(live.base + path + quote(ident, safe=""), encoded=True)
         async with live.http.get(url) as resp:
-            assert (await json_answer(resp))[0] == 404
+            status, body = await json_answer(resp)
+        event(f"GET /backfills/{{id}} -> {status}")
+        well_formed = outcome(lambda: parse_backfill_id(ident))[1] is None
+        # 404 also when the path does not reach the handler (an empty id, a "/" in it).
+        assert status == (404 if well_formed else 400) or (status == 404 and "field" not in body), body
+        if status == 400:
+            assert body["field"] == "id"
         return
     async with live.http.get(live.base + path, params=params) as resp:
         status, _ = await json_answer(resp)

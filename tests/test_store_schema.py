@@ -31,6 +31,32 @@ async def test_init_sql_applies_twice(db_pool: asyncpg.Pool) -> None:
     assert first.compression == (first.license == "timescale")
 
 
+async def test_backfill_requests_table_survives_a_second_apply(db_pool: asyncpg.Pool) -> None:
+    insert = (
+        "INSERT INTO backfill_requests (id, symbol, range_start, range_end, state, finished_at,"
+        " minutes_total) VALUES ($1, 'BTCUSDT', $2, $3, $4, $5, 10)"
+    )
+    await db_pool.execute(insert, "0123456789abcdef", NOW, NOW + timedelta(minutes=10), "running", None)
+    async with db_pool.acquire() as conn:
+        await apply_schema(conn)
+        await apply_schema(conn)
+    assert await db_pool.fetchval("SELECT count(*) FROM backfill_requests") == 1  # kept, not recreated
+    hypertables = await db_pool.fetchval(
+        "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'backfill_requests'"
+    )
+    assert hypertables == 0
+    # What the gap handler resumes is unambiguous: finished exactly when the state is final.
+    for values in (
+        ("0123456789abcde0", NOW, NOW + timedelta(minutes=1), "complete", None),  # final, no finish time
+        ("0123456789abcde1", NOW, NOW + timedelta(minutes=1), "running", NOW),  # open, with one
+        ("0123456789abcde2", NOW, NOW + timedelta(minutes=1), "paused", None),  # unknown state
+        ("0123456789abcde3", NOW, NOW, "running", None),  # empty range
+        ("not-an-id", NOW, NOW + timedelta(minutes=1), "running", None),
+    ):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await db_pool.execute(insert, *values)
+
+
 async def test_hypertables_and_chunk_intervals(db_pool: asyncpg.Pool) -> None:
     rows = await db_pool.fetch(
         "SELECT hypertable_name, column_name, time_interval FROM timescaledb_information.dimensions"

@@ -188,6 +188,38 @@ CREATE TRIGGER data_quality_logs_notify_gap
     EXECUTE FUNCTION quaint_notify_gap();
 
 -- ---------------------------------------------------------------------------------
+-- Backfills asked for through the gap handler's API (POST /backfills). The row is
+-- written before the request is acknowledged and updated as each work unit ends; at
+-- start-up the gap handler resumes every row not finished, so an accepted request
+-- survives a restart even when its range lies outside the automatic scan window.
+-- A plain table kept forever, like data_quality_logs: a few rows per request made by
+-- hand. The range is half-open: [range_start, range_end).
+CREATE TABLE IF NOT EXISTS backfill_requests (
+    id                    TEXT        PRIMARY KEY CONSTRAINT backfill_requests_id_check CHECK (id ~ '^[0-9a-f]{16}$'),
+    symbol                TEXT        NOT NULL,
+    range_start           TIMESTAMPTZ NOT NULL,
+    range_end             TIMESTAMPTZ NOT NULL,
+    state                 TEXT        NOT NULL CONSTRAINT backfill_requests_state_check CHECK (state IN (
+                              'queued', 'scanning', 'running', 'complete', 'incomplete', 'failed')),
+    requested_at          TIMESTAMPTZ NOT NULL DEFAULT now(),
+    started_at            TIMESTAMPTZ,
+    finished_at           TIMESTAMPTZ,
+    -- Minutes missing when the request first started; done = no longer missing.
+    minutes_total         INTEGER     NOT NULL DEFAULT 0 CHECK (minutes_total >= 0),
+    minutes_done          INTEGER     NOT NULL DEFAULT 0 CHECK (minutes_done >= 0),
+    candles_recovered     INTEGER     NOT NULL DEFAULT 0 CHECK (candles_recovered >= 0),
+    unrecoverable_minutes INTEGER     NOT NULL DEFAULT 0 CHECK (unrecoverable_minutes >= 0),
+    error                 TEXT,
+    CONSTRAINT backfill_requests_range_order CHECK (range_start < range_end),
+    -- Finished exactly when the state is final: what start-up resumes is unambiguous.
+    CONSTRAINT backfill_requests_finished_check
+        CHECK ((finished_at IS NULL) = (state IN ('queued', 'scanning', 'running')))
+);
+CREATE INDEX IF NOT EXISTS backfill_requests_recent_idx ON backfill_requests (requested_at DESC);
+CREATE INDEX IF NOT EXISTS backfill_requests_unfinished_idx
+    ON backfill_requests (requested_at) WHERE finished_at IS NULL;
+
+-- ---------------------------------------------------------------------------------
 -- Daily jobs, as functions so every scheduler calls the same code.
 
 CREATE OR REPLACE FUNCTION quaint_retention(p_key TEXT) RETURNS INTERVAL
