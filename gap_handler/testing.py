@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gap_handler.api import COMPONENTS_KEY, build_app
 from gap_handler.app import Components, components, service_loops
 from gap_handler.settings import GapHandlerSettings
+from quaint.service.runtime import bound_port, start_http
 from quaint.service.settings import db_fields_from_url
 
 
@@ -58,6 +61,22 @@ async def running_service(
         finally:
             c.service.stop()
             await task
+
+
+@asynccontextmanager
+async def served_api(
+    settings: GapHandlerSettings, now_ms: Callable[[], int]
+) -> AsyncIterator[tuple[str, web.Application]]:
+    """The whole HTTP service (:func:`gap_handler.api.build_app`) on a free port, once its
+    first scan has run and the bootstrap is done: yields (base URL, app). Stopped at the
+    end of the block as SIGTERM would."""
+    app = build_app(settings, CollectorRegistry(), now_ms=now_ms)
+    runner = await start_http(app, "127.0.0.1", 0)
+    try:
+        await wait_for(idle(app[COMPONENTS_KEY]), 20, "bootstrap")
+        yield f"http://127.0.0.1:{bound_port(runner)}", app
+    finally:
+        await runner.cleanup()
 
 
 def idle(c: Components, min_scans: int = 1) -> Callable[[], Awaitable[bool]]:

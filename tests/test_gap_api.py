@@ -10,14 +10,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from gap_handler.api import COMPONENTS_KEY, build_app
+from gap_handler.api import COMPONENTS_KEY
 from gap_handler.app import Components
 from gap_handler.intervals import DAY_MS, closed_end, due_end, history_start
-from gap_handler.testing import idle, settings_for, wait_for
-from quaint.service.runtime import bound_port, start_http
+from gap_handler.testing import idle, served_api, settings_for, wait_for
 from simulator.testing import SimHandle, running_simulator
 
 TOKEN = "s3cret-token-for-tests"
@@ -44,15 +42,8 @@ async def _serve(db_url: str, token: str | None) -> AsyncIterator[Api]:
             db_url, sim.rest_url, symbols=SYMBOLS, history_days=2, admin_token=token,
             rate_limit_requests_per_sec=100,
         )  # fmt: skip
-        app = build_app(settings, CollectorRegistry(), now_ms=sim.clock.now_ms)
-        runner = await start_http(app, "127.0.0.1", 0)
-        try:
-            async with aiohttp.ClientSession() as http:
-                api = Api(f"http://127.0.0.1:{bound_port(runner)}", http, app[COMPONENTS_KEY], sim)
-                await wait_for(idle(api.c), 20, "bootstrap")
-                yield api
-        finally:
-            await runner.cleanup()
+        async with served_api(settings, sim.clock.now_ms) as (base, app), aiohttp.ClientSession() as http:
+            yield Api(base, http, app[COMPONENTS_KEY], sim)
 
 
 @pytest.fixture

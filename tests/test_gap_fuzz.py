@@ -30,14 +30,13 @@ from aiohttp import streams, web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from gap_handler.api import COMPONENTS_KEY, build_app, post_backfill
+from gap_handler.api import COMPONENTS_KEY, post_backfill
 from gap_handler.app import Components
 from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
 from gap_handler.rate import MAX_PAUSE_S, RateGate
 from gap_handler.settings import RETENTION_DAYS
-from gap_handler.testing import idle, settings_for, wait_for
+from gap_handler.testing import served_api, settings_for
 from gap_handler.tracker import BACKFILL_STATES
 from gap_handler.validation import (
     GAP_STATUSES,
@@ -52,7 +51,6 @@ from gap_handler.validation import (
     parse_range,
 )
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
-from quaint.service.runtime import bound_port, start_http
 from simulator.testing import running_simulator
 
 KNOWN = ["BTCUSDT", "ETHUSDT"]
@@ -224,15 +222,8 @@ async def live(db_url: str) -> AsyncIterator[Live]:
             db_url, sim.rest_url, symbols=KNOWN, history_days=1, admin_token=TOKEN,
             rate_limit_requests_per_sec=100,
         )  # fmt: skip
-        app = build_app(config, CollectorRegistry(), now_ms=sim.clock.now_ms)
-        runner = await start_http(app, "127.0.0.1", 0)
-        try:
-            async with aiohttp.ClientSession() as http:
-                live = Live(f"http://127.0.0.1:{bound_port(runner)}", http, app)
-                await wait_for(idle(live.c), 20, "bootstrap")
-                yield live
-        finally:
-            await runner.cleanup()
+        async with served_api(config, sim.clock.now_ms) as (base, app), aiohttp.ClientSession() as http:
+            yield Live(base, http, app)
 
 
 async def json_answer(resp: aiohttp.ClientResponse) -> tuple[int, Any]:
