@@ -138,6 +138,10 @@ async def health(c: Components) -> HealthReport:
         problems.append("banned by the exchange")
     if not c.listener.connected:
         problems.append("not listening for gap notifications")
+    exchange_clock = c.clock.health()
+    if exchange_clock is None:
+        # Nothing is stored before the exchange's time is known (what is closed is its call).
+        problems.append("exchange clock not synced yet (GET /api/v3/time): nothing is backfilled")
     svc = c.service
     body = {
         "backfills_completed": svc.backfills_completed,
@@ -155,7 +159,7 @@ async def health(c: Components) -> HealthReport:
         "last_scan_at": svc.last_scan_at.isoformat() if svc.last_scan_at else None,
         "last_scan_s": None if svc.last_scan_s is None else round(svc.last_scan_s, 3),
         "automation": c.schema.automation,
-        "exchange_clock": c.clock.health(),
+        "exchange_clock": exchange_clock,
         "problems": problems,
     }
     return HealthReport("degraded" if problems else "healthy", body)

@@ -277,7 +277,10 @@ async def test_without_the_exchange_time_nothing_is_fetched_or_stored(db_url: st
             await wait_for(gave_up_twice, 10, "units giving up for want of the exchange's time")
             assert sim.stats.requests_by_path["/api/v3/klines"] == 0
             assert await c.pool.fetchval("SELECT count(*) FROM candles_1m") == 0
-            assert (await health(c)).body["exchange_clock"] is None
+            unsynced = await health(c)
+            assert unsynced.body["exchange_clock"] is None and unsynced.status == "degraded"
+            assert any("exchange clock not synced" in p for p in unsynced.body["problems"])
             sim.faults.reset()  # the exchange answers again: the next unit samples and fills
             await wait_for(filled, 10, "the backfill")
-            assert (await health(c)).body["exchange_clock"]["offset_ms"] == 0
+            synced = await health(c)
+            assert synced.body["exchange_clock"]["offset_ms"] == 0 and synced.status == "healthy"
