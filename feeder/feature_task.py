@@ -95,7 +95,6 @@ class FeatureTask:
         self.metrics = metrics
         self.max_rows = max_rows_per_pass
         self.clock = clock
-        self.rows_written = 0
         self._throttle = LogThrottle(interval_s=60.0, burst=2)
 
     async def run(self) -> None:
@@ -129,7 +128,6 @@ class FeatureTask:
                 rows.extend(await self._symbol_rows(conn, symbol, times))
             if rows:
                 written = await upsert_features(conn, rows)
-        self.rows_written += written
         self.metrics.features_written.inc(written)
         self.metrics.feature_seconds.observe(self.clock() - started)
         return written

@@ -67,7 +67,6 @@ class FrameRouter:
         self._latest_tick: dict[str, BookTick] = {}
         self._pending: dict[str, BookTick] = {}  # sampled mode: this second's last tick
         self._book_at_close: dict[str, dict[int, BookTick]] = {s: {} for s in symbols}
-        self.last_closed: dict[str, int] = {}  # symbol -> newest closed open time (ms)
         self.last_error: ProtocolError | None = None
         self.unexpected_reason = ""
         # counters (exported at scrape time)
@@ -80,7 +79,6 @@ class FrameRouter:
         self.duplicate_ticks = 0
         self.late_candles = 0
         self.candles_accepted = 0
-        self.ticks_accepted = 0
         self.gaps_detected = 0
 
     def on_frame(self, raw: str | bytes, received_at: int, now: float) -> Outcome:
@@ -135,7 +133,6 @@ class FrameRouter:
             self.gaps_detected += 1
             self.acc.add_event(gap_event(gap), now)
         if verdict is Verdict.NEW:
-            self.last_closed[symbol] = candle.open_time
             latest = self._latest_tick.get(symbol)
             if latest is not None:
                 snaps = self._book_at_close[symbol]
@@ -160,7 +157,6 @@ class FrameRouter:
             return Outcome.DUPLICATE
         self._last_update[symbol] = uid
         self._latest_tick[symbol] = tick
-        self.ticks_accepted += 1
         if self.book_mode == "all":
             self.acc.add_tick(tick, now)
             return Outcome.TICK

@@ -106,7 +106,6 @@ class Feeder:
             rows = await conn.fetch(NEWEST_STORED, self.symbols)
         for row in rows:
             self.gaps.seed(row["symbol"], datetime_to_ms(row["t"]))
-            self.router.last_closed[row["symbol"]] = datetime_to_ms(row["t"])
         log.info("gap_baseline", symbols_with_history=len(rows), symbols=len(self.symbols))
 
     async def run(self, pool: asyncpg.Pool) -> None:
@@ -180,7 +179,7 @@ class Feeder:
                 symbols=[
                     SymbolHealth(
                         symbol=sym,
-                        last_candle_open=self.router.last_closed.get(sym),
+                        last_candle_open=self.gaps.last(sym),
                         seconds_since_last_candle=self.watchdog.since_last_closed(sym, now),
                         stale=self.watchdog.is_stale(sym, now),
                         connected=self._slot_of[sym] in up,

@@ -66,8 +66,6 @@ class SlotState:
     open_connections: int = 0
     connections_opened: int = 0
     reconnects: int = 0
-    rollovers: int = 0
-    last_error: str = ""
 
 
 class ConnectionSlot:
@@ -138,7 +136,6 @@ class ConnectionSlot:
                     current = await self._open_with_backoff(delays)
                 ending = await self._watch(current)
                 if ending in ("age", "server_shutdown"):
-                    self.state.rollovers += 1
                     self.metrics.rollovers.labels(ending).inc()
                     age = round(self.clock() - current.opened_at, 1)
                     self.log.info("ws_rollover", reason=ending, age_s=age)
@@ -162,7 +159,6 @@ class ConnectionSlot:
     def _interrupted(self, reason: str) -> None:
         self.state.connected = False
         self.state.reconnects += 1
-        self.state.last_error = reason
         kind = "stale" if reason.startswith("stale") else "error"
         self.metrics.reconnects.labels(kind).inc()
         self.gaps.mark_reconnect(self.symbols)
@@ -197,14 +193,14 @@ class ConnectionSlot:
             try:
                 conn = await self._open()
             except OPEN_ERRORS as exc:
-                self.state.last_error = f"open failed: {type(exc).__name__}: {exc}"[:300]
+                error = f"open failed: {type(exc).__name__}: {exc}"[:300]
                 self.metrics.reconnects.labels("open_failed").inc()
                 delay = next(delays)
                 if isinstance(exc, InvalidStatus) and exc.response.status_code in (418, 429):
                     # Rate limited (429) or banned (418): honour Retry-After.
                     header = exc.response.headers.get("Retry-After")
                     delay = max(delay, parse_retry_after(header, delay))
-                self.log.warning("ws_open_failed", error=self.state.last_error, retry_in_s=round(delay, 3))
+                self.log.warning("ws_open_failed", error=error, retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
                 continue
             self.state.connected = True

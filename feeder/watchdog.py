@@ -43,16 +43,20 @@ class StaleWatchdog:
         factor: int = min(2 ** self._strikes.get(symbol, 0), self.max_factor)
         return self.timeout_s * factor
 
+    def _silent_for(self, symbol: str, now: float) -> float | None:
+        """Time since the later of the last closed candle and the arming (None: not armed)."""
+        armed = self._armed.get(symbol)
+        if armed is None:
+            return None
+        return now - max(armed, self._last_closed.get(symbol, armed))
+
     def stale(self, symbols: Iterable[str], now: float) -> list[str]:
         """Symbols past their allowance; each one returned gets a strike, so the caller
         acts on it once per allowance."""
         out = []
         for symbol in symbols:
-            armed = self._armed.get(symbol)
-            if armed is None:
-                continue
-            since = max(armed, self._last_closed.get(symbol, armed))
-            if now - since > self._allowance(symbol):
+            silent = self._silent_for(symbol, now)
+            if silent is not None and silent > self._allowance(symbol):
                 out.append(symbol)
         for symbol in out:
             self._strikes[symbol] = self._strikes.get(symbol, 0) + 1
@@ -64,8 +68,5 @@ class StaleWatchdog:
         timeout (no strike taken)."""
         if symbol in self._strikes:
             return True
-        armed = self._armed.get(symbol)
-        if armed is None:
-            return False
-        since = max(armed, self._last_closed.get(symbol, armed))
-        return now - since > self.timeout_s
+        silent = self._silent_for(symbol, now)
+        return silent is not None and silent > self.timeout_s

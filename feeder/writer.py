@@ -103,9 +103,6 @@ class Sender:
 
     # ---- reader side ----
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def wait_for_space(self) -> None:
         """Backpressure: readers park here while the buffer is over its bound."""
         while self.acc.over_limit:

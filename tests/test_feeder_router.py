@@ -53,7 +53,7 @@ def test_only_closed_candles_are_stored() -> None:
     assert r.on_frame(kline_frame(candle(0), closed=False), 0, 0.0) is Outcome.KLINE_OPEN
     assert r.on_frame(kline_frame(candle(0)), 0, 0.0) is Outcome.CANDLE
     assert drained(r)[0] == [0]
-    assert r.last_closed["BTCUSDT"] == T0
+    assert r.gaps.last("BTCUSDT") == T0
 
 
 def test_overlapping_connections_store_each_candle_once() -> None:
