@@ -11,7 +11,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -29,6 +28,7 @@ from gap_handler.rate import RateGate
 from gap_handler.service import DB_ERRORS, GapService
 from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
+from quaint.binance.models import ms_to_datetime
 from quaint.binance.rest_client import RestClient
 from quaint.service.http import HealthReport
 from quaint.service.retry import jittered_backoff
@@ -118,7 +118,7 @@ def service_loops(c: Components) -> list[Callable[[], Coroutine[Any, Any, None]]
         c.service.scan_loop, c.listener.run, c.clock.run, c.requests.run,
     ]  # fmt: skip
     if c.schema.automation == "service":
-        loops.append(lambda: run_daily_jobs(c.pool, lambda: datetime.fromtimestamp(c.now_ms() / 1000, UTC)))
+        loops.append(lambda: run_daily_jobs(c.pool, lambda: ms_to_datetime(c.now_ms())))
     return loops
 
 

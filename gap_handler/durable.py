@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
 
 import asyncpg
 import structlog
@@ -24,6 +23,7 @@ from gap_handler import store
 from gap_handler.intervals import MinuteRange
 from gap_handler.service import DB_ERRORS, GapService
 from gap_handler.tracker import RangeTask
+from quaint.binance.models import ms_to_datetime
 from quaint.service.retry import jittered_backoff
 
 log = structlog.get_logger(__name__)
@@ -46,14 +46,11 @@ class DurableRequests:
     async def submit(self, symbol: str, rng: MinuteRange) -> RangeTask:
         """Accept a request. Raises the database's error (the caller answers 503) with
         nothing stored and nothing queued."""
-        svc = self.service
-        task = svc.new_task(symbol, rng)
-        holes = await svc.range_holes(symbol, rng)
-        task.start(svc.units_of(holes))
+        task, holes = await self.service.start_task(symbol, rng)
         async with self.pool.acquire() as conn:
             await store.insert_backfill_request(conn, task.record())
         self._ids.add(task.id)
-        svc.launch(task, holes)
+        self.service.launch(task, holes)
         return task
 
     async def save(self, task: RangeTask) -> None:
@@ -118,7 +115,7 @@ class DurableRequests:
                 continue
             task = RangeTask(
                 rec.id, rec.symbol, rec.range, created_mono=time.monotonic(), created_at=rec.requested_at,
-                taken_at=datetime.fromtimestamp(svc.now_ms() / 1000, UTC),
+                taken_at=ms_to_datetime(svc.now_ms()),
             )  # fmt: skip
             holes = await svc.range_holes(rec.symbol, rec.range)
             task.resume(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 import structlog
@@ -22,7 +22,7 @@ from gap_handler.intervals import MinuteRange, closed_end
 from gap_handler.metrics import GapMetrics
 from gap_handler.planner import KlinesRequest, UnitBackfill, UnitOutcome
 from gap_handler.timesync import TimeSync
-from quaint.binance.models import MINUTE_MS
+from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.store.candles import upsert_kline_columns
 
 log = structlog.get_logger(__name__)
@@ -60,7 +60,7 @@ class Engine:
         self.now_ms = clock.now_ms
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.now_ms() / 1000, UTC)
+        return ms_to_datetime(self.now_ms())
 
     async def run_unit(
         self,

@@ -9,7 +9,6 @@ _PREFIX = "quaint_gap_handler"
 
 class GapMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
         self.requests = Counter(
             f"{_PREFIX}_rest_requests", "REST requests by outcome (HTTP status, or timeout/error).",
             ["endpoint", "status"], registry=registry,

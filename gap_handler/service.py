@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -39,7 +39,7 @@ from gap_handler.metrics import GapMetrics
 from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
 from gap_handler.tracker import RangeTask
-from quaint.binance.models import MINUTE_MS, datetime_to_ms
+from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 from quaint.binance.rest_client import ApiRejected
 from quaint.store.pool import CONNECTION_LOST_ERRORS
 
@@ -169,7 +169,7 @@ class GapService:
 
         counts = await asyncio.gather(*(one(s) for s in self.symbols))
         self.last_scan_s = time.monotonic() - started
-        self.last_scan_at = datetime.fromtimestamp(now / 1000, UTC)
+        self.last_scan_at = ms_to_datetime(now)
         self.scans += 1
         self.metrics.scan_duration.observe(self.last_scan_s)
         log.info("scan_done", full=full, duration_s=round(self.last_scan_s, 3), units_queued=sum(counts))
@@ -186,7 +186,7 @@ class GapService:
         claimed_before = list(self.claimed[symbol])
         async with self.pool.acquire() as conn:
             holes = await store.scan_holes(conn, symbol, start, hi)
-            await store.resolve_detected(conn, symbol, hi, datetime.fromtimestamp(now / 1000, UTC))
+            await store.resolve_detected(conn, symbol, hi, ms_to_datetime(now))
         # Holes are only ever filled, so what this scan saw complete stays complete:
         # the next scan starts at the first hole (a full rescan runs periodically).
         self._scan_from[symbol] = holes[0].start if holes else hi
@@ -202,17 +202,14 @@ class GapService:
     def _enqueue(
         self, symbol: str, holes: list[MinuteRange], *, admin: bool, task: RangeTask | None = None
     ) -> int:
-        minutes = self.settings.backfill_batch_size * self.settings.unit_max_pages
-        n = 0
-        for hole in holes:
-            for unit in split_units(hole, minutes):
-                self.claimed[symbol] = merge([*self.claimed[symbol], unit])
-                priority = (0 if admin else 1, unit.start, next(self._seq))
-                self.queue.put_nowait(Job(priority, symbol, unit, task))
-                self.metrics.gaps_found.labels(symbol).inc()
-                n += 1
+        units = self.units_of(holes)
+        for unit in units:
+            self.claimed[symbol] = merge([*self.claimed[symbol], unit])
+            priority = (0 if admin else 1, unit.start, next(self._seq))
+            self.queue.put_nowait(Job(priority, symbol, unit, task))
+            self.metrics.gaps_found.labels(symbol).inc()
         self.metrics.queued.set(self.queue.qsize())
-        return n
+        return len(units)
 
     # ---- requested ranges (API, CLI) -----------------------------------------------------
 
@@ -220,7 +217,7 @@ class GapService:
         now = self.now_ms()
         return RangeTask(
             id=uuid.uuid4().hex[:16], symbol=symbol, range=rng, created_mono=time.monotonic(),
-            created_at=datetime.fromtimestamp(now / 1000, UTC),
+            created_at=ms_to_datetime(now),
         )  # fmt: skip
 
     async def range_holes(self, symbol: str, rng: MinuteRange) -> list[MinuteRange]:
@@ -242,11 +239,16 @@ class GapService:
             minutes_done=task.minutes_done,
         )  # fmt: skip
 
-    async def submit_range(self, symbol: str, rng: MinuteRange) -> RangeTask:
-        """An in-memory request (the one-shot CLI); the API's are durable (:mod:`gap_handler.durable`)."""
+    async def start_task(self, symbol: str, rng: MinuteRange) -> tuple[RangeTask, list[MinuteRange]]:
+        """A new task for ``rng``, started on what is missing of it (returned): not queued yet."""
         task = self.new_task(symbol, rng)
         holes = await self.range_holes(symbol, rng)
         task.start(self.units_of(holes))
+        return task, holes
+
+    async def submit_range(self, symbol: str, rng: MinuteRange) -> RangeTask:
+        """An in-memory request (the one-shot CLI); the API's are durable (:mod:`gap_handler.durable`)."""
+        task, holes = await self.start_task(symbol, rng)
         self.launch(task, holes)
         return task
 

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gap_handler.api import COMPONENTS_KEY, build_app
@@ -16,6 +18,18 @@ from gap_handler.app import Components, components, service_loops
 from gap_handler.settings import GapHandlerSettings
 from quaint.service.runtime import bound_port, start_http
 from quaint.service.settings import db_fields_from_url
+
+# Shared by the fuzz tests (tests/test_gap_fuzz*.py).
+# Examples that reuse a function-scoped fixture (a simulator, a served app) across examples.
+ONCE = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=12,
+)
+# Printable ASCII only: what an HTTP client can put in a header value unchanged.
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
 
 
 def settings_for(db_url: str, rest_url: str, **overrides: Any) -> GapHandlerSettings:

@@ -28,7 +28,7 @@ import pytest
 import yarl
 from aiohttp import streams, web
 from aiohttp.test_utils import make_mocked_request
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gap_handler.api import COMPONENTS_KEY, post_backfill
@@ -36,7 +36,7 @@ from gap_handler.app import Components
 from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
 from gap_handler.rate import MAX_PAUSE_S, RateGate
 from gap_handler.settings import RETENTION_DAYS
-from gap_handler.testing import served_api, settings_for
+from gap_handler.testing import ONCE, header_text, json_values, served_api, settings_for
 from gap_handler.tracker import BACKFILL_STATES
 from gap_handler.validation import (
     GAP_STATUSES,
@@ -56,16 +56,9 @@ from simulator.testing import running_simulator
 KNOWN = ["BTCUSDT", "ETHUSDT"]
 TOKEN = "fuzz-token-0123456789"
 NOW = 1_767_225_600_000 + 12 * 3_600_000 + 30_000  # 2026-01-01T12:00:30Z
-ONCE = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # ---- strategies ---------------------------------------------------------------------
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30)
-json_values = st.recursive(
-    json_scalars,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
-    max_leaves=12,
-)
 offsets = st.builds(
     timezone, st.timedeltas(timedelta(hours=-23, minutes=-59), timedelta(hours=23, minutes=59))
 )
@@ -99,8 +92,6 @@ bodies = st.one_of(
     st.dictionaries(st.text(max_size=8), json_values, max_size=4),
     json_values,
 )
-# Printable ASCII only: what an HTTP client can put in a header value unchanged.
-header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
 auth_headers = st.one_of(  # about half of them authorised, so the body gets parsed too
     st.just(f"Bearer {TOKEN}"),
     st.sampled_from([f"bearer   {TOKEN}  ", f"BEARER {TOKEN}", f"Bearer  {TOKEN}"]),

@@ -15,11 +15,12 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gap_handler import store
 from gap_handler.intervals import MinuteRange, merge, subtract
+from gap_handler.testing import ONCE, header_text, json_scalars, json_values
 from quaint.binance.models import MINUTE_MS, Candle
 from quaint.binance.rest_client import (
     ApiRejected,
@@ -31,16 +32,6 @@ from quaint.binance.rest_client import (
     ServerError,
 )
 from quaint.service.runtime import bound_port, start_http
-
-ONCE = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30)
-json_values = st.recursive(
-    json_scalars,
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
-    max_leaves=12,
-)
-header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
-
 
 # ---- the REST client against garbage ------------------------------------------------
 
