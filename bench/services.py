@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from bench.common import ROOT, ProcSample, cpu_percent, sample_process
+from quaint.service.settings import db_fields_from_url
 from quaint.store.schema import apply_schema
 
 PYTHON = sys.executable
@@ -126,14 +126,8 @@ def base_env() -> dict[str, str]:
 
 
 def db_env(db_url: str) -> dict[str, str]:
-    p = urlsplit(db_url)
-    return {
-        "DB_HOST": p.hostname or "127.0.0.1",
-        "DB_PORT": str(p.port or 5432),
-        "DB_USER": p.username or "postgres",
-        "DB_PASSWORD": p.password or "",
-        "DB_NAME": p.path.lstrip("/"),
-    }
+    """The ``DB_*`` variables of :func:`db_fields_from_url` (user and password decoded)."""
+    return {name.upper(): str(value) for name, value in db_fields_from_url(db_url).items()}
 
 
 @contextlib.contextmanager

@@ -61,39 +61,35 @@ class KlineScheduler:
         return out
 
     def _final(self, open_time: int, wanted: Callable[[str], bool]) -> list[Publication]:
-        out = []
         event_time = open_time + MINUTE_MS + self.final_delay_ms
-        for symbol in self.exchange.symbols:
-            stream = kline_stream(symbol)
-            if not wanted(stream) or not self.exchange.exists(symbol, open_time, event_time):
-                continue
-            if self.exchange.faults.in_feed_gap(symbol, open_time):
-                continue
-            found = self.exchange.market.partial(symbol, open_time, MINUTE_MS // CHECKPOINT_MS)
-            if found is None:
-                continue
-            candle, first, last = found
-            payload = kline_event_payload(
-                candle, event_time=event_time, is_closed=True, first_trade_id=first, last_trade_id=last
-            )
-            out.append(Publication(stream, symbol, payload, True, event_time))
-        return out
+        return self._publish(open_time, MINUTE_MS // CHECKPOINT_MS, event_time, event_time, wanted)
 
     def _partial(self, at_ms: int, wanted: Callable[[str], bool], now_ms: int) -> list[Publication]:
-        out = []
         open_time = minute_floor(at_ms)
+        return self._publish(open_time, (at_ms - open_time) // CHECKPOINT_MS, at_ms, now_ms, wanted)
+
+    def _publish(
+        self, open_time: int, checkpoint: int, event_time: int, now_ms: int, wanted: Callable[[str], bool]
+    ) -> list[Publication]:
+        """The kline event of minute ``open_time`` as of ``checkpoint`` for each wanted
+        symbol that exists at ``now_ms``; the last checkpoint is the close (``x:true``),
+        which a feed gap suppresses."""
+        closed = checkpoint == MINUTE_MS // CHECKPOINT_MS
+        out = []
         for symbol in self.exchange.symbols:
             stream = kline_stream(symbol)
             if not wanted(stream) or not self.exchange.exists(symbol, open_time, now_ms):
                 continue
-            found = self.exchange.market.partial(symbol, open_time, (at_ms - open_time) // CHECKPOINT_MS)
+            if closed and self.exchange.faults.in_feed_gap(symbol, open_time):
+                continue
+            found = self.exchange.market.partial(symbol, open_time, checkpoint)
             if found is None:
                 continue
             candle, first, last = found
             payload = kline_event_payload(
-                candle, event_time=at_ms, is_closed=False, first_trade_id=first, last_trade_id=last
+                candle, event_time=event_time, is_closed=closed, first_trade_id=first, last_trade_id=last
             )
-            out.append(Publication(stream, symbol, payload, False, at_ms))
+            out.append(Publication(stream, symbol, payload, closed, event_time))
         return out
 
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import orjson
 
+from quaint.binance.encode import book_ticker_stream, kline_stream
+
 StreamKind = Literal["kline", "bookTicker"]
 MAX_STREAMS = 1024
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
@@ -47,8 +49,8 @@ def parse_stream(raw: str, symbols: frozenset[str]) -> Stream:
             raise StreamError(
                 f"Invalid request: unsupported stream '{raw[:64]}' (only kline_1m is simulated)"
             )
-        return Stream(name=f"{symbol.lower()}@kline_1m", symbol=symbol, kind="kline")
-    return Stream(name=f"{symbol.lower()}@bookTicker", symbol=symbol, kind="bookTicker")
+        return Stream(name=kline_stream(symbol), symbol=symbol, kind="kline")
+    return Stream(name=book_ticker_stream(symbol), symbol=symbol, kind="bookTicker")
 
 
 def parse_stream_list(raw: str, symbols: frozenset[str], max_streams: int = MAX_STREAMS) -> list[Stream]:

@@ -16,7 +16,7 @@ import orjson
 import structlog
 from aiohttp import WSMsgType, web
 
-from quaint.binance.encode import combined, kline_event_payload, kline_stream
+from quaint.binance.encode import book_ticker_stream, combined, kline_event_payload, kline_stream
 from simulator.clock import minute_floor
 from simulator.faults import FrameInjector, FrameKind
 from simulator.hub import Connection, notice
@@ -234,7 +234,7 @@ class _Firehose:
             payload = self.state.books.tick(symbol, now)
             if payload is None:
                 return None
-            body = orjson.dumps(combined(f"{symbol.lower()}@bookTicker", payload) if wrapped else payload)
+            body = orjson.dumps(combined(book_ticker_stream(symbol), payload) if wrapped else payload)
             marker = b'"u":' + str(payload["u"]).encode()
             head, _, tail = body.partition(marker)
             cached = (slot, head + b'"u":', tail)

@@ -11,12 +11,12 @@ binary Decimal encoding (see :mod:`quaint.store.textcopy`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 
 import asyncpg
 
-from quaint.binance.models import Candle, KlineColumns, datetime_to_ms, ms_to_datetime
+from quaint.binance.models import MINUTE_MS, Candle, KlineColumns, datetime_to_ms, ms_to_datetime
 
 # DISTINCT ON: one batch may hold the same candle twice (overlapping connections);
 # ON CONFLICT DO UPDATE may not touch a row twice in one statement.
@@ -69,9 +69,7 @@ def candle_columns(candles: Iterable[Candle]) -> tuple[list[str], list[datetime]
     return symbols, times, decimals, trades
 
 
-async def upsert_candles(
-    conn: asyncpg.Connection, candles: Iterable[Candle] | Sequence[Candle], source: str
-) -> int:
+async def upsert_candles(conn: asyncpg.Connection, candles: Iterable[Candle], source: str) -> int:
     """Write candles (``source`` = ws | rest | archive); returns rows new or changed.
     One statement: atomic on its own, and inside the caller's transaction if any."""
     symbols, times, decimals, trades = candle_columns(candles)
@@ -109,7 +107,7 @@ async def fetch_candles(conn: asyncpg.Connection, symbol: str, start_ms: int, en
             Candle(
                 symbol=r["symbol"],
                 open_time=open_ms,
-                close_time=open_ms + 59_999,
+                close_time=open_ms + MINUTE_MS - 1,
                 open=r["open"],
                 high=r["high"],
                 low=r["low"],

@@ -37,7 +37,7 @@ from typing import IO, Any
 
 import orjson
 
-MINUTE_MS = 60_000
+from quaint.binance.models import MINUTE_MS
 
 # ---- configuration -------------------------------------------------------------------------
 
