@@ -20,9 +20,11 @@ recorded as unrecoverable, and sampled windows equal to the simulator's ``/_sim/
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +49,7 @@ from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import prepare_connection
 
 SYMBOL = "BTCUSDT"
-HISTORY_DAYS = 396  # 13 months
+HISTORY_DAYS = 396  # 13 months (the default of --days)
 CANDLES_PER_REQUEST = 1000
 SAMPLE_WINDOWS = 5
 DEADLINE_S = 900.0
@@ -159,20 +161,20 @@ async def db_path_ceiling(db_url: str, pages: int = DB_PATH_PAGES) -> float:
         await pool.close()
 
 
-def run(rate: float, sim_weight_limit: int, *, db_path: bool = False) -> tuple[Run, float | None]:
+def run(rate: float, sim_weight_limit: int, days: int, *, db_path: bool = False) -> tuple[Run, float | None]:
     with (
         durable_cluster() as url,
         simulator(
-            [SYMBOL], "--history-days", str(HISTORY_DAYS + 4), "--weight-limit", str(sim_weight_limit)
+            [SYMBOL], "--history-days", str(days + 4), "--weight-limit", str(sim_weight_limit)
         ) as sim,
     ):
         pg = ProcessGroupSampler(postmaster_pid(url))
         spawned = time.monotonic()
         with gap_handler(
-            url, sim, [SYMBOL], RATE_LIMIT_REQUESTS_PER_SEC=f"{rate:g}", HISTORY_DAYS=str(HISTORY_DAYS)
+            url, sim, [SYMBOL], RATE_LIMIT_REQUESTS_PER_SEC=f"{rate:g}", HISTORY_DAYS=str(days)
         ) as gh:
             ready = time.monotonic()
-            window_start = history_start(time.time_ns() // 1_000_000, HISTORY_DAYS)
+            window_start = history_start(time.time_ns() // 1_000_000, days)
             pg.start()
             gh0, sim0 = gh.sample(), sim.sample()
             body = wait_complete(gh)
@@ -204,12 +206,15 @@ def report(label: str, r: Run) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench backfill", description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=int, default=HISTORY_DAYS, help="history to backfill (days, >= 1)")
+    args = parser.parse_args(sys.argv[2:])
     print(machine())
-    print(f"backfill: {HISTORY_DAYS} days of 1-minute candles for {SYMBOL}; load {loadavg()}")
-    capped, _ = run(10.0, 6000)
+    print(f"backfill: {args.days} days of 1-minute candles for {SYMBOL}; load {loadavg()}")
+    capped, _ = run(10.0, 6000, args.days)
     report("10 req/s", capped)
     assert capped.max_requests_1s <= 10, "the simulator saw more than 10 requests in a second"
-    uncapped, ceiling = run(1000.0, 10_000_000, db_path=True)
+    uncapped, ceiling = run(1000.0, 10_000_000, args.days, db_path=True)
     report("cap lifted (1000 req/s)", uncapped)
     assert ceiling is not None
     print(

@@ -8,10 +8,12 @@ it. The holes found must equal the holes punched, exactly.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -25,10 +27,7 @@ from gap_handler.store import SCAN_HOLES, scan_holes
 from quaint.binance.models import datetime_to_ms
 from quaint.store.schema import apply_schema
 
-SYMBOLS = [f"S{i}USDT" for i in range(10)]
-MONTHS = 13
 HOLES_PER_SYMBOL = 20
-ROUNDS = 7
 
 FILL = """
 INSERT INTO candles_1m (symbol, time, open, high, low, close, volume, quote_asset_volume,
@@ -45,11 +44,11 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
-async def punch(conn: asyncpg.Connection, start: datetime, end: datetime) -> Holes:
+async def punch(conn: asyncpg.Connection, symbols: list[str], start: datetime, end: datetime) -> Holes:
     """Holes of 1..20 minutes spread over the range (deterministic); returns them."""
     punched: Holes = {}
     span = (end - start) // HOLES_PER_SYMBOL
-    for s, symbol in enumerate(SYMBOLS):
+    for s, symbol in enumerate(symbols):
         holes = []
         for h in range(HOLES_PER_SYMBOL):
             lo = start + span * h + timedelta(minutes=17 * s + 3)
@@ -102,24 +101,24 @@ def heap_fetches(plan: Any) -> int:
     return 0
 
 
-async def run(url: str) -> None:
+async def run(url: str, symbols: list[str], months: int, rounds: int) -> None:
     conn = await asyncpg.connect(url)
     pool = await asyncpg.create_pool(url, min_size=2, max_size=2)
     try:
         await apply_schema(conn)
         end = (await conn.fetchval("SELECT date_trunc('minute', now())")) - timedelta(minutes=1)
-        start = end - timedelta(days=30 * MONTHS)
+        start = end - timedelta(days=30 * months)
         loaded = time.perf_counter()
-        for symbol in SYMBOLS:
+        for symbol in symbols:
             await conn.execute(FILL, symbol, start, end)
         rows = await conn.fetchval("SELECT count(*) FROM candles_1m")
         print(f"loaded {rows:,} candles in {time.perf_counter() - loaded:.1f} s")
-        expected = await punch(conn, start, end)
+        expected = await punch(conn, symbols, start, end)
         await quiesce(conn)
         lo_ms, hi_ms = datetime_to_ms(start), datetime_to_ms(end)
 
         async def sequential() -> Holes:
-            return {s: await scan_holes(conn, s, lo_ms, hi_ms) for s in SYMBOLS}
+            return {s: await scan_holes(conn, s, lo_ms, hi_ms) for s in symbols}
 
         async def two_at_a_time() -> Holes:
             sem = asyncio.Semaphore(2)
@@ -128,16 +127,16 @@ async def run(url: str) -> None:
                 async with sem, pool.acquire() as c:
                     return await scan_holes(c, symbol, lo_ms, hi_ms)
 
-            return dict(zip(SYMBOLS, await asyncio.gather(*(one(s) for s in SYMBOLS)), strict=True))
+            return dict(zip(symbols, await asyncio.gather(*(one(s) for s in symbols)), strict=True))
 
         print(load())
-        seq = await timed(ROUNDS, sequential, expected)
-        par = await timed(ROUNDS, two_at_a_time, expected)
+        seq = await timed(rounds, sequential, expected)
+        par = await timed(rounds, two_at_a_time, expected)
         print(load())
         async with conn.transaction():
             await conn.execute("SET LOCAL jit = off")
             explained = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) {SCAN_HOLES}", SYMBOLS[0], start, end
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {SCAN_HOLES}", symbols[0], start, end
             )
         plan = json.loads(explained) if isinstance(explained, str) else explained
         missing = sum(r.minutes for holes in expected.values() for r in holes)
@@ -148,7 +147,7 @@ async def run(url: str) -> None:
             f"{heap_fetches(plan)}"
         )
         result("scan_full_seconds", statistics.median(seq), "s")
-        result("scan_per_symbol_ms", statistics.median(seq) / len(SYMBOLS) * 1000, "ms")
+        result("scan_per_symbol_ms", statistics.median(seq) / len(symbols) * 1000, "ms")
         result("scan_full_two_connections_seconds", statistics.median(par), "s")
     finally:
         await pool.close()
@@ -156,7 +155,13 @@ async def run(url: str) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench scan", description=__doc__.split("\n")[0])
+    parser.add_argument("--months", type=int, default=13, help="history stored per symbol (30-day months)")
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=7, help="scans timed per figure (median reported)")
+    args = parser.parse_args(sys.argv[2:])
+    symbols = [f"S{i}USDT" for i in range(args.symbols)]
     print(machine())
-    print(f"gap scan: {MONTHS} months x {len(SYMBOLS)} symbols, {HOLES_PER_SYMBOL} holes each")
+    print(f"gap scan: {args.months} months x {len(symbols)} symbols, {HOLES_PER_SYMBOL} holes each")
     with durable_cluster() as url:
-        asyncio.run(run(url))
+        asyncio.run(run(url, symbols, args.months, args.rounds))

@@ -1,0 +1,69 @@
+"""Every benchmark command runs end to end, on a small size: ``python -m bench <name>`` starts
+what it needs itself (its own database, simulator and services), passes its own correctness
+checks, and ends with one ``RESULT <figure> <value> <unit>`` line per headline figure.
+
+These are not timed: the figures are only checked to be positive numbers. The real sizes are
+the commands' defaults (README, "Performance").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = re.compile(r"^RESULT (\S+) (\S+) (\S+)$", re.M)
+
+SMALL = {
+    "ingest": ["--seconds", "1", "--warmup", "1", "--symbols", "2", "--ceiling-rows", "2000"],
+    "latency": ["--seconds", "4", "--warmup", "2", "--symbols", "2"],
+    "backfill": ["--days", "1"],
+    "scan": ["--months", "1", "--symbols", "2", "--rounds", "1"],
+    "memory": ["--seconds", "1", "--settle", "0.5", "--symbols", "2"],
+}
+FIGURES = {
+    "ingest": {
+        f"ingest_{kind}_per_s{suffix}"
+        for kind in ("msgs", "rows")
+        for suffix in ("", "_default", "_asyncio", "_mix")
+    }
+    | {"copy_ceiling_psql_rows_per_s", "copy_ceiling_project_rows_per_s", "ingest_ceiling_ratio"},
+    "latency": {
+        "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "latency_feeder_hist_p50_ms",
+        "latency_feeder_hist_p99_ms",
+    },
+    "backfill": {
+        "backfill_candles_per_s", "backfill_ratio_to_cap", "backfill_uncapped_candles_per_s",
+        "backfill_db_path_candles_per_s",
+    },
+    "scan": {"scan_full_seconds", "scan_per_symbol_ms", "scan_full_two_connections_seconds"},
+    "memory": {
+        f"{what}_{service}_{phase}_{unit}"
+        for service in ("feeder", "gap_handler")
+        for phase in ("idle", "loaded")
+        for what, unit in (("memory", "rss_mb"), ("cpu", "percent"))
+    },
+}  # fmt: skip
+# CPU of an idle service may measure 0 %.
+MAY_BE_ZERO = {"cpu_feeder_idle_percent", "cpu_gap_handler_idle_percent"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_benchmark_runs_and_reports_its_figures(name: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", name, *SMALL[name]],
+        cwd=ROOT, capture_output=True, text=True, timeout=220,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.startswith("machine: "), done.stdout[:200]
+    figures = {m[0]: float(m[1]) for m in RESULT.findall(done.stdout)}
+    assert set(figures) == FIGURES[name], done.stdout[-2000:]
+    for figure, value in figures.items():
+        assert math.isfinite(value) and (value > 0 or (figure in MAY_BE_ZERO and value == 0)), (figure, value)
