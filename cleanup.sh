@@ -16,11 +16,6 @@ LOG_TAG=cleanup
 source "$QUAINT_ROOT/scripts/deploy_lib.sh"
 cd "$QUAINT_ROOT"
 
-usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-  exit "${1:-0}"
-}
-
 LOCAL=0
 VOLUMES=0
 while [[ $# -gt 0 ]]; do

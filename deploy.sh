@@ -20,11 +20,6 @@ LOG_TAG=deploy
 source "$QUAINT_ROOT/scripts/deploy_lib.sh"
 cd "$QUAINT_ROOT"
 
-usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-  exit "${1:-0}"
-}
-
 # Variables that must hold a real secret before the Docker suite starts.
 SECRET_VARS=(DB_PASSWORD PGADMIN_DEFAULT_PASSWORD)
 PLACEHOLDER=CHANGE_ME

@@ -9,6 +9,13 @@ log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
 warn() { printf '[%s] warning: %s\n' "$LOG_TAG" "$*" >&2; }
 die() { printf '[%s] error: %s\n' "$LOG_TAG" "$*" >&2; exit 1; }
 
+# Print the running script's header comment (line 2 up to the first line that is not a comment) as its
+# help, then exit with status ${1:-0}.
+usage() {
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[-1]}"
+  exit "${1:-0}"
+}
+
 # The settings file both modes read (QUAINT_ENV_FILE overrides; set it in the shell, not in the file).
 env_file() { realpath -m "${QUAINT_ENV_FILE:-$QUAINT_ROOT/.env}"; }
 

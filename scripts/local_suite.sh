@@ -19,11 +19,6 @@ LOG_TAG=local
 source "$QUAINT_ROOT/scripts/deploy_lib.sh"
 cd "$QUAINT_ROOT"
 
-usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-  exit "${1:-0}"
-}
-
 load_env_file "$(env_file)"
 
 RUN_DIR=$(realpath -m "${QUAINT_RUN_DIR:-$QUAINT_ROOT/.run}")
@@ -176,6 +171,21 @@ wait_healthy() {
   done
 }
 
+# True when FLAG, the one option a command takes, is among ARGS; -h/--help prints the usage, and any
+# other argument is an error.
+has_flag() {
+  local flag=$1 arg found=1
+  shift
+  for arg in "$@"; do
+    case $arg in
+      "$flag") found=0 ;;
+      -h | --help) usage ;;
+      *) die "unknown argument: $arg" ;;
+    esac
+  done
+  return "$found"
+}
+
 # ---- up ----
 
 # The modules (of MODULE...) that do not import with PYTHON, e.g. for a missing dependency. Importing a
@@ -294,13 +304,7 @@ require_free_port() {
 
 cmd_up() {
   local simulate=0
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --simulate) simulate=1; shift ;;
-      -h | --help) usage ;;
-      *) die "unknown argument: $1" ;;
-    esac
-  done
+  if has_flag --simulate "$@"; then simulate=1; fi
   local py
   py=$(python_bin)
   local modules=(feeder.__main__ gap_handler.__main__)
@@ -390,13 +394,7 @@ print_urls() {
 
 cmd_down() {
   local volumes=0
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --volumes) volumes=1; shift ;;
-      -h | --help) usage ;;
-      *) die "unknown argument: $1" ;;
-    esac
-  done
+  if has_flag --volumes "$@"; then volumes=1; fi
   if [[ ! -d $RUN_DIR ]]; then
     log "nothing to stop: $RUN_DIR does not exist"
     return 0

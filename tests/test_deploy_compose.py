@@ -357,15 +357,12 @@ def test_every_variable_the_deployment_reads_is_documented() -> None:
 
 def test_every_setting_reaches_its_container(tmp_path: Path) -> None:
     raw = raw_model(tmp_path)["services"]
-    for service, module, name in (
-        ("data-feeder", "feeder.settings", "FeederSettings"),
-        ("gap-handler", "gap_handler.settings", "GapHandlerSettings"),
-    ):
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except ImportError:
+    services = {"feeder.settings": "data-feeder", "gap_handler.settings": "gap-handler"}
+    for module, cls, prefix in settings_classes():
+        if module not in services:
             continue
-        missing = env_names(cls, "") - set(raw[service]["environment"])
+        service = services[module]
+        missing = env_names(cls, prefix) - set(raw[service]["environment"])
         assert not missing, f"{service} does not pass {sorted(missing)}"
 
 

@@ -218,19 +218,25 @@ def run_ml_example(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_ml_example_reads_the_current_minutes_features(db_pool: asyncpg.Pool, db_url: str) -> None:
-    async with db_pool.acquire() as conn:
-        now = await conn.fetchval("SELECT date_trunc('minute', now())")
-        await conn.execute(
-            "INSERT INTO feature_cache (symbol, time, features_json, version) VALUES "
-            "('BTCUSDT', $1, $3, 'v1'), ('BTCUSDT', $2, $4, 'v1'), ('BTCUSDT', $2, $5, 'v2')",
-            now - timedelta(minutes=2),
-            now - timedelta(minutes=1),
-            # The pool's JSONB codec encodes these, as the feeder's writer does.
-            {"ret_1": 0.5},
-            {"ret_1": 0.25, "rsi_14": 61.5, "regime": "calm"},
-            {"ret_1": 9.0},
+async def insert_btc_features(pool: asyncpg.Pool, *rows: tuple[int, dict[str, Any], str]) -> datetime:
+    """Insert BTCUSDT feature_cache rows (minutes before the current minute, features, version);
+    returns the current minute. The pool's JSONB codec encodes the features, as the feeder's writer does."""
+    async with pool.acquire() as conn:
+        now: datetime = await conn.fetchval("SELECT date_trunc('minute', now())")
+        await conn.executemany(
+            "INSERT INTO feature_cache (symbol, time, features_json, version) VALUES ('BTCUSDT', $1, $2, $3)",
+            [(now - timedelta(minutes=minutes), features, version) for minutes, features, version in rows],
         )
+    return now
+
+
+async def test_ml_example_reads_the_current_minutes_features(db_pool: asyncpg.Pool, db_url: str) -> None:
+    now = await insert_btc_features(
+        db_pool,
+        (2, {"ret_1": 0.5}, "v1"),
+        (1, {"ret_1": 0.25, "rsi_14": 61.5, "regime": "calm"}, "v1"),
+        (1, {"ret_1": 9.0}, "v2"),
+    )
     done = run_ml_example(db_url)  # the first of SYMBOLS, version v1
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -246,13 +252,7 @@ async def test_ml_example_reads_the_current_minutes_features(db_pool: asyncpg.Po
 
 
 async def test_ml_example_refuses_stale_or_missing_features(db_pool: asyncpg.Pool, db_url: str) -> None:
-    async with db_pool.acquire() as conn:
-        now = await conn.fetchval("SELECT date_trunc('minute', now())")
-        await conn.execute(
-            "INSERT INTO feature_cache (symbol, time, features_json, version)"
-            " VALUES ('BTCUSDT', $1, '{}', 'v1')",
-            now - timedelta(minutes=30),
-        )
+    await insert_btc_features(db_pool, (30, {}, "v1"))
     stale = run_ml_example(db_url, "--symbol", "BTCUSDT", "--max-age-s", "300")
     assert stale.returncode == 1
     assert stale.stdout == ""

@@ -23,6 +23,9 @@ SHELL_SCRIPTS = [
     "scripts/deploy_lib.sh",
     "scripts/pgadmin_env.sh",
     "pgadmin/entrypoint.sh",
+    "scripts/pg_cluster.sh",
+    "test.sh",
+    ".ci/run",
 ]
 
 
