@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # The one command to run the checks and tests, on a fresh Debian/Ubuntu machine or in CI:
 #
-#   ./test.sh [pytest args...]        e.g. ./test.sh -x -k harness
+#   ./test.sh [--stress] [pytest args...]        e.g. ./test.sh -x -k harness
+#
+# --stress (or QUAINT_STRESS=1) runs pytest with a competing CPU load on every core (stress-ng, started
+# and stopped here) and prints the load averages seen: the suite must pass on a busy machine.
 #
 # Installs PostgreSQL 15 + TimescaleDB + pg_cron (scripts/pg_cluster.sh install; needs root or sudo the
 # first time), creates/refreshes .venv, then runs ruff, mypy and pytest. The tests start their own
 # throwaway database cluster unless TEST_DATABASE_URL points at a server.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
+
+STRESS=${QUAINT_STRESS:-0}
+if [[ ${1:-} == --stress ]]; then
+  STRESS=1
+  shift
+fi
 
 VENV=$(realpath -m "${QUAINT_VENV:-.venv}")
 export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -17,7 +26,11 @@ fmt_s() { printf '%d.%01d s' $(($1 / 1000)) $(($1 % 1000 / 100)); }
 T_START=$(now_ms)
 # The total is printed on failure too, so a slow red run is visible as such.
 print_total() { echo "[test.sh] total $(fmt_s $(($(now_ms) - T_START)))"; }
-trap print_total EXIT
+on_exit() {
+  if declare -F stop_stress >/dev/null; then stop_stress; fi
+  print_total
+}
+trap on_exit EXIT
 
 step() {
   local name=$1 t0
@@ -76,10 +89,10 @@ run_pytest() {
 }
 
 # Tools the deployment tests drive for real: Prometheus + promtool, Chromium (pgAdmin browser test),
-# and ShellCheck for the shell scripts. Installed only when missing.
+# ShellCheck for the shell scripts, and stress-ng for --stress. Installed only when missing.
 ensure_tools() {
   local missing=() cmd
-  for cmd in prometheus promtool chromium shellcheck; do
+  for cmd in prometheus promtool chromium shellcheck stress-ng; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
   done
   [[ ${#missing[@]} -eq 0 ]] && { echo "[test.sh] tools present"; return; }
@@ -90,7 +103,33 @@ ensure_tools() {
   fi
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prometheus chromium shellcheck >/dev/null
+    prometheus chromium shellcheck stress-ng >/dev/null
+}
+
+# --stress: one CPU hog per core for as long as pytest runs, and the load averages sampled meanwhile.
+STRESS_PID=""
+SAMPLER_PID=""
+LOAD_LOG=""
+start_stress() {
+  command -v stress-ng >/dev/null 2>&1 || { echo "[test.sh] error: --stress needs stress-ng" >&2; return 1; }
+  LOAD_LOG=$(mktemp)
+  stress-ng --cpu "$(nproc)" --timeout 0 --quiet </dev/null >/dev/null 2>&1 &
+  STRESS_PID=$!
+  (while true; do cut -d' ' -f1 /proc/loadavg >>"$LOAD_LOG"; sleep 15; done) </dev/null >/dev/null 2>&1 &
+  SAMPLER_PID=$!
+  echo "[test.sh] stress: stress-ng --cpu $(nproc) (pid $STRESS_PID)"
+}
+stop_stress() {
+  [[ -n $STRESS_PID ]] || return 0
+  kill "$STRESS_PID" "$SAMPLER_PID" 2>/dev/null || true
+  wait "$STRESS_PID" "$SAMPLER_PID" 2>/dev/null || true
+  STRESS_PID=""
+  if [[ -s $LOAD_LOG ]]; then
+    sort -n "$LOAD_LOG" | awk '{v[NR] = $1; s += $1} END {
+      printf "[test.sh] stress: 1-min load average over the run: min %.2f, median %.2f, mean %.2f, max %.2f (%d samples)\n",
+        v[1], v[int((NR + 1) / 2)], s / NR, v[NR], NR }'
+  fi
+  rm -f "$LOAD_LOG"
 }
 
 if [[ -n ${TEST_DATABASE_URL:-} ]]; then
@@ -106,4 +145,7 @@ step "venv" ensure_venv
 export PATH="$VENV/bin:$PATH"
 step "ruff" ruff check .
 step "mypy" mypy
+if [[ $STRESS == 1 ]]; then
+  start_stress
+fi
 step "pytest" run_pytest "$@"

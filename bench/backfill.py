@@ -16,6 +16,12 @@ Two runs, each with its own durable database and simulator:
 Each run ends with a correctness check: no minute missing between the oldest and the
 newest stored candle, the oldest one where the service's window starts, nothing
 recorded as unrecoverable, and sampled windows equal to the simulator's ``/_sim/truth``.
+
+Two figures that were once test assertions, as ratios to the cap's request interval
+(1 s / 10 requests): the time from a feeder's ``gap_detected`` row (its NOTIFY) to the
+gap handler's first klines request for it, with the next periodic scan minutes away;
+and the simulator's cost of generating one 1000-candle page (it must not be what a
+backfill at the cap waits for).
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ from bench.services import (
 )
 from gap_handler.intervals import history_start
 from gap_handler.store import scan_holes
-from quaint.binance.models import MINUTE_MS, datetime_to_ms
+from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 from quaint.binance.parse import parse_rest_klines
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import prepare_connection
+from quaint.store.quality import QualityEvent, log_event
+from simulator.market import MarketModel
 
 SYMBOL = "BTCUSDT"
 HISTORY_DAYS = 396  # 13 months (the default of --days)
@@ -55,6 +63,8 @@ SAMPLE_WINDOWS = 5
 DEADLINE_S = 900.0
 WORKERS = 5  # the gap handler's MAX_CONCURRENT_BACKFILLS default
 DB_PATH_PAGES = 150
+NOTIFY_ROUNDS = 5
+HOLE_MINUTES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,7 @@ class Run:
     max_requests_1s: int
     cpu: dict[str, float]
     check: str
+    notify_to_request_s: float | None = None  # median over NOTIFY_ROUNDS
 
     @property
     def candles_per_s(self) -> float:
@@ -161,17 +172,75 @@ async def db_path_ceiling(db_url: str, pages: int = DB_PATH_PAGES) -> float:
         await pool.close()
 
 
+def klines_count(sim: Service) -> int:
+    return int(json.loads(http_get(sim.base + "/_sim/stats")[1])["requests_by_path"].get("/api/v3/klines", 0))
+
+
+async def notify_latency(db_url: str, sim: Service, gh: Service, rounds: int = NOTIFY_ROUNDS) -> float:
+    """Median seconds from a committed gap_detected row to the first klines request after
+    it: delete a stored half hour, report it as the feeder would, poll the simulator."""
+    conn = await asyncpg.connect(db_url)
+    await prepare_connection(conn)
+    try:
+        first = datetime_to_ms(
+            await conn.fetchval("SELECT min(time) FROM candles_1m WHERE symbol = $1", SYMBOL)
+        )
+        took = []
+        for i in range(rounds):
+            start = first + (i + 1) * 2 * HOLE_MINUTES * MINUTE_MS
+            end = start + HOLE_MINUTES * MINUTE_MS
+            await conn.execute(
+                "DELETE FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3",
+                SYMBOL, ms_to_datetime(start), ms_to_datetime(end),
+            )  # fmt: skip
+            before = await asyncio.to_thread(klines_count, sim)
+            event = QualityEvent(
+                "gap_detected", symbol=SYMBOL, gap_start=ms_to_datetime(start),
+                gap_end=ms_to_datetime(end - MINUTE_MS), candles_missing=HOLE_MINUTES, source="ws",
+            )  # fmt: skip
+            await log_event(conn, event)
+            sent = time.perf_counter()
+            deadline = sent + 60
+            while await asyncio.to_thread(klines_count, sim) == before:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"no klines request within 60 s of a NOTIFY:\n{gh.log_tail()}")
+                await asyncio.sleep(0.002)  # polling the simulator's counter: the probe's resolution
+            took.append(time.perf_counter() - sent)
+            wait_complete(gh)
+            holes = await scan_holes(conn, SYMBOL, start, end)
+            assert holes == [], f"the reported hole was not filled: {holes}"
+    finally:
+        await conn.close()
+    return sorted(took)[len(took) // 2]
+
+
+def sim_page_seconds(rounds: int = 5) -> float:
+    """Best of ``rounds``: the simulator's market model generating one 1000-candle page."""
+    model = MarketModel(seed=7, symbols=[SYMBOL])
+    t0 = 1_700_000_000_000
+    best = float("inf")
+    for k in range(rounds):
+        started = time.perf_counter()
+        model.candles(SYMBOL, t0 + k * 10**8, CANDLES_PER_REQUEST)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def run(rate: float, sim_weight_limit: int, days: int, *, db_path: bool = False) -> tuple[Run, float | None]:
     with (
         durable_cluster() as url,
-        simulator(
-            [SYMBOL], "--history-days", str(days + 4), "--weight-limit", str(sim_weight_limit)
-        ) as sim,
+        simulator([SYMBOL], "--history-days", str(days + 4), "--weight-limit", str(sim_weight_limit)) as sim,
     ):
         pg = ProcessGroupSampler(postmaster_pid(url))
         spawned = time.monotonic()
+        # The periodic scan is an hour away: only a NOTIFY starts the notify rounds' backfills.
         with gap_handler(
-            url, sim, [SYMBOL], RATE_LIMIT_REQUESTS_PER_SEC=f"{rate:g}", HISTORY_DAYS=str(days)
+            url,
+            sim,
+            [SYMBOL],
+            RATE_LIMIT_REQUESTS_PER_SEC=f"{rate:g}",
+            HISTORY_DAYS=str(days),
+            BACKFILL_CHECK_INTERVAL_S="3600",
         ) as gh:
             ready = time.monotonic()
             window_start = history_start(time.time_ns() // 1_000_000, days)
@@ -184,6 +253,7 @@ def run(rate: float, sim_weight_limit: int, days: int, *, db_path: bool = False)
                 "simulator": cpu_percent(sim0, sim.sample()),
                 "postgres": pg.cpu_percent(),
             }
+            notify = None if db_path else asyncio.run(notify_latency(url, sim, gh))
         stats = json.loads(http_get(sim.base + "/_sim/stats")[1])
         verdict = asyncio.run(check(url, sim, window_start))
         ceiling = asyncio.run(db_path_ceiling(url)) if db_path else None
@@ -191,7 +261,7 @@ def run(rate: float, sim_weight_limit: int, days: int, *, db_path: bool = False)
         rate=rate, candles=int(body["candles_recovered"]), seconds=done - ready,
         seconds_from_spawn=done - spawned,
         klines_requests=int(stats["requests_by_path"].get("/api/v3/klines", 0)),
-        max_requests_1s=int(stats["max_requests_1s"]), cpu=cpu, check=verdict,
+        max_requests_1s=int(stats["max_requests_1s"]), cpu=cpu, check=verdict, notify_to_request_s=notify,
     ), ceiling  # fmt: skip
 
 
@@ -226,3 +296,13 @@ def main() -> None:
     result("backfill_ratio_to_cap", ratio, "ratio")
     result("backfill_uncapped_candles_per_s", uncapped.candles_per_s, "candles/s")
     result("backfill_db_path_candles_per_s", ceiling, "candles/s")
+    interval = 1.0 / capped.rate
+    assert capped.notify_to_request_s is not None
+    page = sim_page_seconds()
+    print(
+        f"NOTIFY -> first klines request: median {capped.notify_to_request_s * 1000:.1f} ms "
+        f"of {NOTIFY_ROUNDS}; simulator 1000-candle page: {page * 1000:.2f} ms "
+        f"(cap interval {interval * 1000:.0f} ms)"
+    )
+    result("notify_to_request_over_cap_interval", capped.notify_to_request_s / interval, "ratio")
+    result("sim_page_over_cap_interval", page / interval, "ratio")

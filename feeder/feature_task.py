@@ -30,12 +30,11 @@ import structlog
 from feeder.features import LOOKBACK_MINUTES, compute_features
 from feeder.metrics import FeederMetrics
 from feeder.router import FrameRouter
-from feeder.writer import UNAVAILABLE_ERRORS
 from quaint.binance.models import MINUTE_MS, BookTick, datetime_to_ms, ms_to_datetime
 from quaint.service.logging import LogThrottle
 from quaint.store.candles import fetch_candles
+from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
 from quaint.store.features import FeatureRow, upsert_features
-from quaint.store.pool import CONNECTION_LOST_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -102,14 +101,16 @@ class FeatureTask:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.run_once()
-            except UNAVAILABLE_ERRORS as exc:
-                # Down (the writer reports the outage) or refusing: the pass is retried
-                # on the next tick; only a server-side error is worth an error line.
-                lost = isinstance(exc, CONNECTION_LOST_ERRORS)
-                allowed, suppressed = self._throttle.allow("lost" if lost else "error", self.clock())
+            except DB_ERRORS as exc:
+                # Down (the writer reports the outage), a lost race or refusing: the pass
+                # is retried on the next tick (it is idempotent); only a server-side error
+                # or refused rows are worth an error line.
+                kind = classify_db_error(exc)
+                allowed, suppressed = self._throttle.allow(kind, self.clock())
                 if allowed:
-                    (log.warning if lost else log.error)(
-                        "features_skipped", error=f"{type(exc).__name__}: {exc}"[:300], suppressed=suppressed
+                    serious = kind in (DbErrorClass.SERVER, DbErrorClass.REJECTED)
+                    (log.error if serious else log.warning)(
+                        "features_skipped", error=describe(exc), kind=str(kind), suppressed=suppressed
                     )
 
     async def run_once(self) -> int:

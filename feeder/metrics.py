@@ -81,7 +81,12 @@ class FeederMetrics:
             connections_opened=Counter(
                 "feeder_ws_connections_opened", "WebSocket connections opened", registry=r
             ),
-            db_errors=Counter("feeder_db_write_errors", "Failed batch writes by class", ["kind"], registry=r),
+            db_errors=Counter(
+                "feeder_db_write_errors",
+                "Failed batch writes by error class (connection_lost, transient, rejected, server)",
+                ["kind"],
+                registry=r,
+            ),
             features_written=Counter("feeder_features_written", "feature_cache rows upserted", registry=r),
             feature_seconds=Histogram(
                 "feeder_feature_run_duration_seconds",

@@ -4,16 +4,20 @@ Each batch commits its candles first (one idempotent upsert statement, for laten
 then its book ticks and quality events in one transaction, so a retried batch never
 half-repeats: book ticks have no key to make a repeat harmless (see ``_commit``).
 
-Errors are classified by type:
+Errors are handled by their class (:mod:`quaint.store.errors`):
 
-* rows the database refuses (``DataError``, integrity violations): the batch is
-  bisected until the offending rows are isolated; those are counted and logged, the
-  rest committed;
-* anything else from the server or the connection (``CONNECTION_LOST_ERRORS``, other
-  ``PostgresError``, a write timeout): the database is unavailable. The batch goes back
-  to the front of the buffer, the accumulator starts shedding (readers keep reading),
-  /health turns degraded, and the write is retried with the injected backoff. On the
-  first success a ``db_unavailable`` event records the outage, plus what was dropped.
+* rejected (``DataError``, integrity violations): the batch is bisected until the
+  offending rows are isolated; those are counted and logged, the rest committed;
+* transient (a deadlock, a serialization failure, a lock or statement timeout): the
+  batch goes back to the front of the buffer and is written again after a short
+  jittered delay, counted as ``feeder_db_write_errors_total{kind="transient"}``; the
+  database is not "down" for it;
+* connection lost or a server error (unreachable, restarting, a write timeout; or a
+  schema missing, disk full, read-only): the database is unavailable. The batch goes
+  back to the front of the buffer, the accumulator starts shedding (readers keep
+  reading), /health turns degraded, and the write is retried with the injected backoff.
+  On the first success a ``db_unavailable`` event records the outage, plus what was
+  dropped.
 """
 
 from __future__ import annotations
@@ -29,18 +33,13 @@ from feeder.accumulator import Accumulator, Batch
 from feeder.events import drop_events, outage_event
 from feeder.metrics import FeederMetrics
 from quaint.service.logging import LogThrottle
+from quaint.service.retry import jittered_backoff
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import upsert_candles
-from quaint.store.pool import CONNECTION_LOST_ERRORS
+from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
 from quaint.store.quality import QualityEvent, log_event
 
 log = structlog.get_logger(__name__)
-
-REJECTED_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-)
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_LOST_ERRORS, asyncpg.PostgresError)
 
 GAP_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM data_quality_logs WHERE event_type = 'gap_detected'
@@ -81,6 +80,7 @@ class Sender:
         metrics: FeederMetrics,
         *,
         retry_delays: Callable[[], Iterator[float]],
+        transient_delays: Callable[[], Iterator[float]] = lambda: jittered_backoff(0.05, 1.0),
         write_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -88,6 +88,7 @@ class Sender:
         self.acc = acc
         self.metrics = metrics
         self.retry_delays = retry_delays
+        self.transient_delays = transient_delays
         self.write_timeout_s = write_timeout_s
         self.clock = clock
         self.connected = True
@@ -113,16 +114,17 @@ class Sender:
 
     async def run(self) -> None:
         """Write batches until ``close()`` was called and the buffer is empty."""
-        delays = self.retry_delays()
+        delays, transient = self.retry_delays(), self.transient_delays()
         while True:
             now = self.clock()
             if self.acc.ready(now):
                 batch = self.acc.drain()
                 self._space.set()
-                if await self._write(batch):
-                    delays = self.retry_delays()
+                failure = await self._write(batch)
+                if failure is None:
+                    delays, transient = self.retry_delays(), self.transient_delays()
                 else:
-                    await asyncio.sleep(next(delays))
+                    await asyncio.sleep(next(transient if failure is DbErrorClass.TRANSIENT else delays))
                 continue
             if self.acc.closing and len(self.acc) == 0:
                 return
@@ -141,9 +143,10 @@ class Sender:
 
     # ---- one batch ----
 
-    async def _write(self, batch: Batch) -> bool:
-        """Commit a batch (bisecting around rejected rows). False: the database is
-        unavailable and the unwritten rows are back in the accumulator."""
+    async def _write(self, batch: Batch) -> DbErrorClass | None:
+        """Commit a batch (bisecting around rejected rows). None when every row is written
+        or isolated; otherwise the class of the error that stopped it, the unwritten rows
+        back in the accumulator."""
         stack = [batch]
         while stack:
             part = stack.pop()
@@ -151,22 +154,26 @@ class Sender:
                 started, rows = self.clock(), part.rows
                 async with asyncio.timeout(self.write_timeout_s):
                     await self._commit(part)
-            except REJECTED_ERRORS as exc:
-                self.metrics.db_errors.labels("rejected").inc()
-                if part.rows == 1:
-                    self._reject(part, exc)
-                else:
-                    first, second = split(part)
-                    stack.extend((second, first))
-                continue
-            except UNAVAILABLE_ERRORS as exc:
+            except DB_ERRORS as exc:
+                kind = classify_db_error(exc)
+                self.metrics.db_errors.labels(kind).inc()
+                if kind is DbErrorClass.REJECTED:
+                    if part.rows == 1:
+                        self._reject(part, exc)
+                    else:
+                        first, second = split(part)
+                        stack.extend((second, first))
+                    continue
                 # Put back what is unwritten, oldest ending up in front.
                 for pending in (*stack, part):
                     self.acc.requeue(pending)
-                self._on_unavailable(exc)
-                return False
+                if kind is DbErrorClass.TRANSIENT:
+                    self._on_transient(exc)
+                else:
+                    self._on_unavailable(exc, kind)
+                return kind
             self._committed(part, started, rows)
-        return True
+        return None
 
     async def _commit(self, batch: Batch) -> None:
         """Candles first, in one statement that commits on its own: a closed candle's
@@ -239,10 +246,14 @@ class Sender:
         row = part.candles or part.ticks or part.events
         log.error("row_rejected", table=table, row=repr(row[0])[:300], error=str(exc)[:300])
 
-    def _on_unavailable(self, exc: BaseException) -> None:
-        self.metrics.db_errors.labels("unavailable").inc()
-        error = f"{type(exc).__name__}: {exc}"[:300]
-        if not isinstance(exc, CONNECTION_LOST_ERRORS):
+    def _on_transient(self, exc: BaseException) -> None:
+        allowed, suppressed = self._throttle.allow("transient", self.clock())
+        if allowed:
+            log.warning("database_transient_error", error=describe(exc), suppressed=suppressed)
+
+    def _on_unavailable(self, exc: BaseException, kind: DbErrorClass) -> None:
+        error = describe(exc)
+        if kind is DbErrorClass.SERVER:
             # Reachable but failing (schema missing, disk full, read-only...): kept and
             # retried like an outage, but an operator has to look.
             allowed, suppressed = self._throttle.allow("server_error", self.clock())

@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 from gap_handler import store
 from gap_handler.app import Components, NowMs, components, health, service_loops
 from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
-from gap_handler.service import DB_ERRORS
 from gap_handler.settings import RETENTION_DAYS, GapHandlerSettings
 from gap_handler.validation import (
     BadInput,
@@ -35,6 +34,7 @@ from gap_handler.validation import (
 )
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.service.http import HealthReport, create_service_app, json_error, json_response
+from quaint.store.errors import DB_ERRORS
 
 log = structlog.get_logger(__name__)
 

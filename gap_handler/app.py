@@ -25,13 +25,14 @@ from gap_handler.exchange_clock import ExchangeClock
 from gap_handler.fetcher import Fetcher
 from gap_handler.metrics import GapMetrics
 from gap_handler.rate import RateGate
-from gap_handler.service import DB_ERRORS, GapService
+from gap_handler.service import GapService
 from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
 from quaint.binance.models import ms_to_datetime
 from quaint.binance.rest_client import RestClient
 from quaint.service.http import HealthReport
 from quaint.service.retry import jittered_backoff
+from quaint.store.errors import DB_ERRORS
 from quaint.store.pool import connect_kwargs, create_pool
 from quaint.store.schema import SchemaInfo, apply_schema, log_schema_info, set_retention
 

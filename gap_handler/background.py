@@ -11,18 +11,13 @@ import asyncpg
 import structlog
 
 from gap_handler.schedule import DAILY_JOBS, next_run
-from quaint.store.pool import CONNECTION_LOST_ERRORS, RETRYABLE_CONNECT_ERRORS
+from quaint.store.errors import CONNECTION_LOST_ERRORS, DB_ERRORS
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "quaint_gaps"
 # A silent TCP loss is noticed by this ping at the latest.
 KEEPALIVE_S = 10.0
-_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    *RETRYABLE_CONNECT_ERRORS,
-    *CONNECTION_LOST_ERRORS,
-    asyncpg.PostgresError,
-)
 
 
 class NotifyListener:
@@ -51,7 +46,7 @@ class NotifyListener:
         while True:
             try:
                 conn = await asyncpg.connect(**self._kwargs, timeout=10)
-            except _CONNECT_ERRORS as exc:
+            except DB_ERRORS as exc:
                 delay = next(delays)
                 log.warning("listener_connect_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
                 await asyncio.sleep(delay)
@@ -93,7 +88,7 @@ async def run_daily_jobs(pool: asyncpg.Pool, now: Callable[[], datetime]) -> Non
             remaining = (at - now()).total_seconds()
         try:
             result = await pool.fetchval(job.sql)
-        except (*CONNECTION_LOST_ERRORS, asyncpg.PostgresError) as exc:
+        except DB_ERRORS as exc:
             log.error("daily_job_failed", job=job.name, error=f"{type(exc).__name__}: {exc}")
         else:
             log.info("daily_job_done", job=job.name, result=result, at=at.astimezone(UTC).isoformat())

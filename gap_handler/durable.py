@@ -21,10 +21,11 @@ import structlog
 
 from gap_handler import store
 from gap_handler.intervals import MinuteRange
-from gap_handler.service import DB_ERRORS, GapService
+from gap_handler.service import GapService
 from gap_handler.tracker import RangeTask
 from quaint.binance.models import ms_to_datetime
 from quaint.service.retry import jittered_backoff
+from quaint.store.errors import DB_ERRORS
 
 log = structlog.get_logger(__name__)
 

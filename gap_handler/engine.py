@@ -8,9 +8,10 @@ still missing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -23,15 +24,25 @@ from gap_handler.metrics import GapMetrics
 from gap_handler.planner import KlinesRequest, UnitBackfill, UnitOutcome
 from gap_handler.timesync import TimeSync
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
+from quaint.service.retry import jittered_backoff
 from quaint.store.candles import upsert_kline_columns
+from quaint.store.errors import describe, retry_transient
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # A probe answer proves the minutes before it absent only if that candle closed at
 # least this long ago (the exchange's own live edge can lag a few seconds).
 SETTLE_MS = MINUTE_MS
 
 ProgressFn = Callable[[MinuteRange, int], None]
+# A deadlock or serialization failure is a lost race: run the statement again soon. Ten
+# tries span a few seconds; past that the unit ends and the hole waits for a later scan.
+DB_RETRY_ATTEMPTS = 10
+
+
+def default_db_retry_delays() -> Iterator[float]:
+    return jittered_backoff(0.05, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,7 @@ class Engine:
         *,
         batch_size: int,
         clock: TimeSync,
+        db_retry_delays: Callable[[], Iterator[float]] = default_db_retry_delays,
     ) -> None:
         self.pool = pool
         self.fetcher = fetcher
@@ -58,9 +70,30 @@ class Engine:
         self.batch_size = batch_size
         self.clock = clock
         self.now_ms = clock.now_ms
+        self.db_retry_delays = db_retry_delays
 
     def _now(self) -> datetime:
         return ms_to_datetime(self.now_ms())
+
+    async def _db(self, operation: str, symbol: str, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``op`` (one statement: safe to repeat) on a pooled connection; a transient
+        error runs it again with backoff, counted by ``operation``. Any other database
+        error propagates to the worker, which handles it by class."""
+
+        async def once() -> T:
+            async with self.pool.acquire() as conn:
+                return await op(conn)
+
+        def on_retry(exc: BaseException, delay: float) -> None:
+            self.metrics.db_retries.labels(operation).inc()
+            error = describe(exc)
+            log.warning(
+                "db_transient_error", symbol=symbol, operation=operation, error=error, retry_in_s=delay
+            )
+
+        return await retry_transient(
+            once, self.db_retry_delays(), max_attempts=DB_RETRY_ATTEMPTS, on_retry=on_retry
+        )
 
     async def run_unit(
         self,
@@ -97,8 +130,9 @@ class Engine:
             self.metrics.backfill_duration.observe(duration)
             if outcome.recovered:
                 await self._record_backfilled(symbol, unit, written, outcome, duration)
-        async with self.pool.acquire() as conn:
-            await store.resolve_detected(conn, symbol, unit.end, self._now())
+        await self._db(
+            "resolve_detected", symbol, lambda c: store.resolve_detected(c, symbol, unit.end, self._now())
+        )
         bound.info(
             "backfill_unit_done", complete=outcome.complete, written=written, fetched=outcome.recovered,
             unrecoverable_minutes=outcome.unrecoverable_minutes_in_unit, duration_s=round(duration, 3),
@@ -130,16 +164,18 @@ class Engine:
                 to_store = rows.take([i for i in range(final) if rows.open_times[i] in keep_set])
         if not to_store:
             return 0
-        async with self.pool.acquire() as conn:
-            n = await upsert_kline_columns(conn, to_store, "rest")
+        page = to_store
+        n = await self._db("upsert_candles", symbol, lambda c: upsert_kline_columns(c, page, "rest"))
         self.metrics.candles_recovered.labels(symbol).inc(n)
         return n
 
     async def _record_outage(self, symbol: str, outage: MinuteRange) -> None:
-        async with self.pool.acquire() as conn:
-            added = await store.record_unrecoverable(
-                conn, symbol, outage, self._now(), {"detected_by": "gap_handler"}
-            )
+        details = {"detected_by": "gap_handler"}
+        added = await self._db(
+            "record_unrecoverable",
+            symbol,
+            lambda c: store.record_unrecoverable(c, symbol, outage, self._now(), details),
+        )
         if added:
             self.metrics.gaps_unrecoverable.labels(symbol).inc()
             log.warning(
@@ -155,6 +191,9 @@ class Engine:
             "unrecoverable_minutes": outcome.unrecoverable_minutes_in_unit,
             "duration_s": round(duration, 3),
         }
-        async with self.pool.acquire() as conn:
-            await store.record_backfilled(conn, symbol, unit, written, self._now(), details)
+        await self._db(
+            "record_backfilled",
+            symbol,
+            lambda c: store.record_backfilled(c, symbol, unit, written, self._now(), details),
+        )
         self.metrics.gaps_backfilled.labels(symbol).inc()

@@ -83,6 +83,11 @@ class GapMetrics:
             f"{_PREFIX}_rest_rows_not_final", "REST rows not stored: not closed by the exchange's clock.",
             ["symbol"], registry=registry,
         )  # fmt: skip
+        self.db_retries = Counter(
+            f"{_PREFIX}_db_retries", "Database statements run again after a transient error (deadlock,"
+            " serialization failure, lock timeout, cancelled query), by operation.", ["operation"],
+            registry=registry,
+        )  # fmt: skip
         self.errors = Counter(
             f"{_PREFIX}_errors", "Errors by kind (permanent REST errors, database loss, ...).", ["kind"],
             registry=registry,

@@ -21,7 +21,7 @@ import orjson
 import structlog
 
 from gap_handler import store
-from gap_handler.engine import Engine
+from gap_handler.engine import Engine, ProgressFn
 from gap_handler.fetcher import Fetcher, RetriesExhausted
 from gap_handler.intervals import (
     DAY_MS,
@@ -41,11 +41,9 @@ from gap_handler.timesync import TimeSync
 from gap_handler.tracker import RangeTask
 from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 from quaint.binance.rest_client import ApiRejected
-from quaint.store.pool import CONNECTION_LOST_ERRORS
+from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
 
 log = structlog.get_logger(__name__)
-
-DB_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_LOST_ERRORS, asyncpg.PostgresError)
 
 
 @dataclass(order=True, slots=True)
@@ -96,6 +94,7 @@ class GapService:
         self._scan_from: dict[str, int] = {}
         self._last_full = float("-inf")
         self._busy: set[int] = set()
+        self._unit_ended = asyncio.Condition()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -272,31 +271,47 @@ class GapService:
         symbol, unit, task = job.symbol, job.unit, job.task
         recovered = unrecoverable = 0
         complete = False
-        self.running[symbol].append(unit)
-        progress = task.progress if task is not None else None
+        # Never two units over the same minutes at once (a requested range and a scan's unit
+        # may overlap): the later one waits, then fetches only what is still missing.
+        async with self._unit_ended:
+            await self._unit_ended.wait_for(lambda: not any(unit.overlaps(r) for r in self.running[symbol]))
+            self.running[symbol].append(unit)
         try:
-            report = await self.engine.run_unit(
-                symbol, unit, stopping=lambda: self.stopping, progress=progress
-            )
-            recovered = report.written
-            unrecoverable = report.outcome.unrecoverable_minutes_in_unit
-            complete = report.outcome.complete
-            self.candles_recovered += report.written
-            if complete:
+            # A unit may have waited in the queue, or for an overlapping one: what the feeder
+            # or another unit stored since is not fetched again. A requested range counts
+            # the minutes already there as decided.
+            parts = await self._still_missing(symbol, unit)
+            decided = unit.minutes - total_minutes(parts)
+            complete = True
+            for part in parts:
+                progress = None if task is None else self._progress_of(task, unit, decided)
+                report = await self.engine.run_unit(
+                    symbol, part, stopping=lambda: self.stopping, progress=progress
+                )
+                decided += part.minutes
+                recovered += report.written
+                unrecoverable += report.outcome.unrecoverable_minutes_in_unit
+                complete = complete and report.outcome.complete
+            self.candles_recovered += recovered
+            if complete and parts:
                 self.backfills_completed += 1
         except ApiRejected as exc:
             # Permanent: asking again gives the same answer. Parked until restart.
+            complete = False
             self.parked[symbol] = merge([*self.parked[symbol], unit])
             if task is not None:
                 task.error = f"rejected by the exchange: {exc}"
         except RetriesExhausted as exc:
+            complete = False
             self.metrics.errors.labels("retries_exhausted").inc()
             log.warning("backfill_gave_up", symbol=symbol, unit_start=unit.start, error=str(exc))
-        except CONNECTION_LOST_ERRORS as exc:
-            self.metrics.errors.labels("database_lost").inc()
-            log.warning("backfill_db_lost", symbol=symbol, unit_start=unit.start, error=str(exc))
+        except DB_ERRORS as exc:
+            complete = False
+            self._on_db_error(symbol, unit, task, exc)
         finally:
-            self.running[symbol].remove(unit)
+            async with self._unit_ended:
+                self.running[symbol].remove(unit)
+                self._unit_ended.notify_all()
             self.claimed[symbol] = subtract(self.claimed[symbol], [unit])
             if task is not None and not complete and self.stopping:
                 # Cut short by a shutdown, not decided: the request is resumed at the next start.
@@ -309,6 +324,37 @@ class GapService:
         # Not in ``finally``: a cancelled unit (crash, shutdown deadline) writes nothing.
         if task is not None and self.on_task_update is not None:
             await self.on_task_update(task)
+
+    @staticmethod
+    def _progress_of(task: RangeTask, unit: MinuteRange, decided: int) -> ProgressFn:
+        """Progress of a part of ``unit`` as progress of the whole unit."""
+        return lambda _part, done: task.progress(unit, decided + done)
+
+    async def _still_missing(self, symbol: str, unit: MinuteRange) -> list[MinuteRange]:
+        async with self.pool.acquire() as conn:
+            return await store.scan_holes(conn, symbol, unit.start, unit.end)
+
+    def _on_db_error(
+        self, symbol: str, unit: MinuteRange, task: RangeTask | None, exc: BaseException
+    ) -> None:
+        """A unit ended by a database error, handled by its class; never a crash. Lost and
+        transient (retries spent) errors leave the hole for a later scan; a server error
+        (schema, disk, privileges) too, but an operator must look; rows the database
+        refuses would be refused again: the unit is parked until restart, like a range
+        the exchange rejects."""
+        kind = classify_db_error(exc)
+        self.metrics.errors.labels(f"database_{kind}").inc()
+        fields = {"symbol": symbol, "unit_start": unit.start, "error": describe(exc), "kind": str(kind)}
+        if kind is DbErrorClass.REJECTED:
+            self.parked[symbol] = merge([*self.parked[symbol], unit])
+            if task is not None:
+                task.error = f"rows refused by the database: {describe(exc)}"
+            log.error("backfill_rows_rejected", **fields)
+        elif kind is DbErrorClass.SERVER:
+            log.error("backfill_db_error", **fields)
+        else:
+            lost = kind is DbErrorClass.CONNECTION_LOST
+            log.warning("backfill_db_lost" if lost else "backfill_db_retries_spent", **fields)
 
     # ---- NOTIFY --------------------------------------------------------------------------
 

@@ -98,6 +98,8 @@ async def klines(request: web.Request) -> web.Response:
     now = state.clock.now_ms()
     lo, hi, from_end = query.window(now)
     candles = state.exchange.klines(query.symbol, lo, hi, query.limit, from_end=from_end, now_ms=now)
+    if candles:
+        state.stats.record_klines(query.symbol, candles[0].open_time, candles[-1].open_time)
     rows = [rest_kline_row(c) for c in candles]
     if query.micros:
         for row in rows:

@@ -9,6 +9,7 @@ from collections import Counter, deque
 from typing import Any
 
 _HISTOGRAM_SECONDS = 3600  # per-second buckets kept (the last hour)
+_KLINES_KEPT = 100_000  # klines answers remembered (symbol, first and last open time)
 
 
 class Stats:
@@ -22,6 +23,8 @@ class Stats:
         self.total_requests = 0
         self.requests_by_path: Counter[str] = Counter()
         self.requests_by_status: Counter[int] = Counter()
+        # Which minutes each klines answer carried: shows a client fetching a minute twice.
+        self.klines_served: deque[tuple[str, int, int]] = deque(maxlen=_KLINES_KEPT)
         self.per_second: Counter[int] = Counter()
         self.max_requests_1s = 0
         self._window: deque[float] = deque()
@@ -44,6 +47,9 @@ class Stats:
             window.popleft()
         window.append(now)
         self.max_requests_1s = max(self.max_requests_1s, len(window))
+
+    def record_klines(self, symbol: str, first_open_ms: int, last_open_ms: int) -> None:
+        self.klines_served.append((symbol, first_open_ms, last_open_ms))
 
     def record_status(self, status: int) -> None:
         self.requests_by_status[status] += 1

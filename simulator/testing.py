@@ -66,13 +66,13 @@ class SimHandle:
         return self.exchange.truth(symbol, start, end, self.clock.now_ms())
 
     async def wait_for(
-        self, predicate: Callable[[], bool], within: float = 10.0, what: str = "condition"
+        self, predicate: Callable[[], bool], within: float = 30.0, what: str = "condition"
     ) -> None:
         """Poll ``predicate`` until true; ``TimeoutError`` after ``within`` seconds."""
         await wait_until(predicate, within, what)
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
+async def wait_until(predicate: Callable[[], bool], within: float = 30.0, what: str = "condition") -> None:
     """Wait for a condition with a deadline (never a bare sleep): polls every 5 ms."""
     deadline = time.monotonic() + within
     while not predicate():

@@ -39,9 +39,12 @@ FIGURES = {
     },
     "backfill": {
         "backfill_candles_per_s", "backfill_ratio_to_cap", "backfill_uncapped_candles_per_s",
-        "backfill_db_path_candles_per_s",
+        "backfill_db_path_candles_per_s", "notify_to_request_over_cap_interval", "sim_page_over_cap_interval",
     },
-    "scan": {"scan_full_seconds", "scan_per_symbol_ms", "scan_full_two_connections_seconds"},
+    "scan": {
+        "scan_full_seconds", "scan_per_symbol_ms", "scan_full_two_connections_seconds",
+        "scan_bytes_per_candle",
+    },
     "memory": {
         f"{what}_{service}_{phase}_{unit}"
         for service in ("feeder", "gap_handler")

@@ -57,7 +57,10 @@ def test_every_captured_frame_parses_exactly() -> None:
             assert (tick.symbol, tick.update_id) == (data["s"], data["u"])
             # Exactness: the Decimal prints back to the very string the exchange sent.
             assert [str(tick.bid_price), str(tick.bid_qty), str(tick.ask_price), str(tick.ask_qty)] == [
-                data["b"], data["B"], data["a"], data["A"]
+                data["b"],
+                data["B"],
+                data["a"],
+                data["A"],
             ]
             assert book_ticker_payload(tick) == data
         else:
@@ -68,13 +71,16 @@ def test_every_captured_frame_parses_exactly() -> None:
             c = frame.event.candle
             assert (c.open_time, c.close_time, c.number_of_trades) == (k["t"], k["T"], k["n"])
             assert str(c.quote_asset_volume) == k["q"]
-            assert kline_event_payload(
-                c,
-                event_time=data["E"],
-                is_closed=k["x"],
-                first_trade_id=k["f"],
-                last_trade_id=k["L"],
-            ) == data
+            assert (
+                kline_event_payload(
+                    c,
+                    event_time=data["E"],
+                    is_closed=k["x"],
+                    first_trade_id=k["f"],
+                    last_trade_id=k["L"],
+                )
+                == data
+            )
     assert kinds == {"book": 496, "kline": 19, "closed": 2}
 
 

@@ -85,7 +85,8 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
                 status, body = await f.health()
                 return status == 503 and body["database_status"] == "disconnected"
 
-            await wait_async(degraded, 20, "health degraded")
+            await wait_async(degraded, 30, "health degraded")
+            degraded_at = time.monotonic()  # the feeder's outage had begun by now
             _, during = await f.health()
             await wait_until(
                 lambda: time.monotonic() - stopped_at >= OUTAGE_S and f.feeder.acc.candle_depth > 0,
@@ -94,12 +95,14 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
             buffered = f.feeder.acc.candle_depth
         finally:
             await cluster("start", datadir)
+        restarted_at = time.monotonic()  # the feeder's outage cannot have ended before now
 
         async def healthy() -> bool:
             status, body = await f.health()
             return status == 200 and body["database_status"] == "connected"
 
         await wait_async(healthy, 30, "health healthy again")
+        healthy_at = time.monotonic()  # ... and had ended by now
         end = minute_of(s.clock.now_ms()) + MINUTE_MS
         await until_sim(s, end + 2_000)
         await wait_stored(db_url, s, SYMBOLS, FIRST, end)
@@ -112,7 +115,9 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
     assert await quality_rows(db_url, "data_dropped") == []
     outages = await quality_rows(db_url, "db_unavailable")
     assert len(outages) == 1
-    assert OUTAGE_S - 5 <= outages[0]["details"]["duration_s"] <= OUTAGE_S + 30
+    # The recorded duration lies within what the test saw (1 s for wall vs monotonic clocks).
+    recorded = outages[0]["details"]["duration_s"]
+    assert restarted_at - degraded_at - 1 <= recorded <= healthy_at - stopped_at + 1
 
 
 def feeder_env(db_url: str, ws_url: str) -> dict[str, str]:
@@ -156,7 +161,7 @@ async def test_process_serves_health_and_metrics_and_flushes_on_sigterm(db_url: 
                         metric_value(text, "feeder_messages_received_total", stream_type="bookTicker") >= 40
                     )
 
-                await wait_async(ticks_seen, 15, "book ticks received")
+                await wait_async(ticks_seen, 30, "book ticks received")
                 async with http.get(base + "/health") as resp:
                     health_status, health = resp.status, await resp.json()
                 async with http.get(base + "/metrics") as resp:

@@ -62,7 +62,7 @@ async def test_three_symbols_fifteen_minutes_match_the_truth(db_url: str) -> Non
         async def all_features() -> bool:
             return await feature_count(db_url, FIRST, end) == 45
 
-        await wait_async(all_features, 10, "features of every live minute")
+        await wait_async(all_features, 30, "features of every live minute")
         _, text = await f.get("/metrics")
     history = FIRST - HISTORY_MINUTES * MINUTE_MS
     for sym in symbols:
@@ -151,7 +151,7 @@ async def test_a_thousand_malformed_frames_are_counted_and_survived(db_url: str)
     async with sim_and_feeder(db_url, symbols, sim={"book_rate": 400}) as (s, f):
         await until_sim(s, FIRST + MINUTE_MS)
         s.faults.set_message_fault("malformed", {"count": 1000})
-        await s.wait_for(lambda: s.faults.malformed.count == 0, 20, "1000 malformed frames sent")
+        await s.wait_for(lambda: s.faults.malformed.count == 0, 30, "1000 malformed frames sent")
         end = minute_of(s.clock.now_ms()) + 2 * MINUTE_MS
         await until_sim(s, end + 2_000)
         await wait_stored(db_url, s, symbols, FIRST, end)

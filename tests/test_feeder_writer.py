@@ -22,6 +22,7 @@ from feeder.metrics import FeederMetrics
 from feeder.testing import T0, candle, quality_rows, stored_candles, tick
 from feeder.writer import Sender
 from quaint.binance.models import MINUTE_MS
+from quaint.store.candles import upsert_candles
 from quaint.store.pool import prepare_connection
 from simulator.testing import wait_until
 
@@ -89,7 +90,7 @@ async def test_outage_buffers_sheds_ticks_first_and_reports_on_recovery(pool: Fl
     pool.down = True
     task = asyncio.create_task(sender.run())
     acc.add_candle(candle(0), 0.0)
-    await wait_until(lambda: not sender.connected, 5, "outage noticed")
+    await wait_until(lambda: not sender.connected, 30, "outage noticed")
     assert acc.shedding and not acc.over_limit  # readers keep reading
     for i in range(4):
         acc.add_tick(tick(i), 0.0)
@@ -99,7 +100,7 @@ async def test_outage_buffers_sheds_ticks_first_and_reports_on_recovery(pool: Fl
     acc.add_candle(candle(6), 0.0)  # buffer is all candles: dropped (backfill recovers it)
     assert (acc.candle_depth, acc.tick_depth, acc.dropped_ticks, acc.dropped_candles) == (6, 0, 4, 1)
     pool.down = False
-    await wait_until(lambda: sender.connected, 5, "recovery")
+    await wait_until(lambda: sender.connected, 30, "recovery")
     await drained(sender, task)
     got = await stored_candles(db_url, "BTCUSDT", T0, T0 + 10 * MINUTE_MS)
     assert [(c.open_time - T0) // MINUTE_MS for c in got] == [0, 1, 2, 3, 4, 5]  # in order, nothing lost
@@ -117,7 +118,7 @@ async def test_the_same_gap_is_written_once(pool: FlakyPool, db_url: str) -> Non
     task = asyncio.create_task(sender.run())
     gap = gap_event(Gap("BTCUSDT", T0, T0 + 2 * MINUTE_MS, "reconnect"))
     acc.add_event(gap, 0.0)
-    await wait_until(lambda: len(acc) == 0, 5, "first write")
+    await wait_until(lambda: len(acc) == 0, 30, "first write")
     acc.add_event(gap, 0.0)  # e.g. a retried batch whose first commit had landed
     acc.add_event(gap_event(Gap("ETHUSDT", T0, T0 + 2 * MINUTE_MS, "reconnect")), 0.0)
     await drained(sender, task)
@@ -136,3 +137,36 @@ async def test_readers_wait_while_the_buffer_is_full(pool: FlakyPool) -> None:
     await asyncio.wait_for(waiter, 5)
     await drained(sender, task)
     assert await pool.pool.fetchval("SELECT count(*) FROM book_ticker") == 3
+
+
+async def test_a_lock_timeout_is_retried_soon_without_declaring_an_outage(db_url: str) -> None:
+    """A transient error (55P03: the candle's key is held by an uncommitted insert elsewhere)
+    is not an outage: the batch is written again after a short delay, the database stays
+    "up", no db_unavailable row is written, and the candle lands once the lock is gone."""
+    real = await asyncpg.create_pool(
+        db_url, min_size=1, max_size=2, init=prepare_connection, server_settings={"lock_timeout": "100ms"}
+    )
+    holder = await asyncpg.connect(db_url)
+    try:
+        sender, acc, registry = make_sender(FlakyPool(real))
+        sender.transient_delays = lambda: itertools.repeat(0.02)
+        tx = holder.transaction()
+        await tx.start()
+        await upsert_candles(holder, [candle(0)], "rest")
+        task = asyncio.create_task(sender.run())
+        acc.add_candle(candle(0), 0.0)
+
+        def transient_failures() -> float:
+            return registry.get_sample_value("feeder_db_write_errors_total", {"kind": "transient"}) or 0
+
+        await wait_until(lambda: transient_failures() >= 2, 30, "two transient write failures")
+        assert sender.connected and not acc.shedding
+        await tx.rollback()
+        await drained(sender, task)
+        assert await stored_candles(db_url, "BTCUSDT", T0, T0 + MINUTE_MS) == [candle(0)]
+        assert await real.fetchval("SELECT source FROM candles_1m") == "ws"
+        assert await quality_rows(db_url, "db_unavailable") == []
+        assert registry.get_sample_value("feeder_db_write_errors_total", {"kind": "connection_lost"}) is None
+    finally:
+        await holder.close()
+        await real.close()

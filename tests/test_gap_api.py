@@ -100,7 +100,7 @@ async def test_gaps_current_and_recent(api: Api) -> None:
     )  # fmt: skip
     api.c.service.stopping = True  # hold the workers: the hole stays visible
     api.c.service.request_scan()
-    await wait_for(idle(api.c, api.c.service.scans + 1), 5, "scan")
+    await wait_for(idle(api.c, api.c.service.scans + 1), 30, "scan")
     status, body = await api.call("GET", "/gaps?symbol=btcusdt&status=open")
     assert status == 200 and body["recent"] == []
     assert [(g["symbol"], g["minutes"]) for g in body["current"]] == [("BTCUSDT", 10)]
@@ -148,7 +148,7 @@ async def test_post_backfill_runs_and_reports_progress(api: Api) -> None:
         _, got = await api.call("GET", f"/backfills/{ident}")
         return bool(got["state"] == "complete")
 
-    await wait_for(finished, 10, "requested backfill")
+    await wait_for(finished, 30, "requested backfill")
     status, out = await api.call("GET", f"/backfills/{ident}")
     assert status == 200
     assert out["minutes_done"] == 1440 and out["candles_recovered"] == 1440 and out["eta_s"] == 0.0

@@ -233,14 +233,25 @@ async def test_accelerated_exchange_and_a_clock_ahead_store_only_final_candles(d
     of it: the service follows the live edge and every candle it stored is the final one
     (an open candle stored would differ from the truth: it is never rewritten)."""
     now = mid_minute_now()
-    async with running_simulator(symbols=[SYMBOL], speed=600, start=now) as sim:
+    # Frozen until the first day is filled: the service's window starts where the test's does.
+    # (Started at 600x, the service's first scan came tens of simulated seconds after `now` —
+    # 20 s on a quiet machine, over 30 s on a busy one — and its window began a minute later.)
+    async with running_simulator(symbols=[SYMBOL], speed=0, start=now) as sim:
         settings = settings_for(
             db_url, sim.rest_url, symbols=[SYMBOL], history_days=1, rate_limit_requests_per_sec=200,
             backfill_check_interval_s=0.1, exchange_time_sync_interval_s=1,
         )  # fmt: skip
         skewed = lambda: sim.clock.now_ms() + SKEW_MS  # noqa: E731
         async with running_service(settings, now_ms=skewed) as c:
-            await sim.wait_for(lambda: sim.clock.now_ms() >= now + 30 * M, 10, "30 simulated minutes")
+            start = history_start(now, 1)
+
+            async def first_day_filled() -> bool:
+                oldest = await c.pool.fetchval("SELECT min(time) FROM candles_1m")
+                return oldest is not None and datetime_to_ms(oldest) == start and await idle(c)()
+
+            await wait_for(first_day_filled, 30, "the first day, filled on the frozen clock")
+            sim.clock.set(speed=600)
+            await sim.wait_for(lambda: sim.clock.now_ms() >= now + 30 * M, 30, "30 simulated minutes")
             sim.clock.set(speed=0)
             frozen = sim.clock.now_ms()
             last_due = due_end(frozen, 70) - M
@@ -250,8 +261,7 @@ async def test_accelerated_exchange_and_a_clock_ahead_store_only_final_candles(d
                 return newest is not None and datetime_to_ms(newest) == last_due and await idle(c)()
 
             # A sample taken after the freeze is exact; the next scan then reaches the edge.
-            await wait_for(caught_up, 15, "the frozen edge")
-            start = history_start(now, 1)
+            await wait_for(caught_up, 30, "the frozen edge")
             # Up to the newest due minute (caught_up: nothing later is stored). Not further:
             # a freeze in the first 10 s of a minute leaves the previous minute closed but
             # not yet due, so the truth has it and the service rightly does not.
@@ -277,13 +287,13 @@ async def test_without_the_exchange_time_nothing_is_fetched_or_stored(db_url: st
             async def filled() -> bool:
                 return int(await c.pool.fetchval("SELECT count(*) FROM candles_1m")) == 1440  # a day
 
-            await wait_for(gave_up_twice, 10, "units giving up for want of the exchange's time")
+            await wait_for(gave_up_twice, 30, "units giving up for want of the exchange's time")
             assert sim.stats.requests_by_path["/api/v3/klines"] == 0
             assert await c.pool.fetchval("SELECT count(*) FROM candles_1m") == 0
             unsynced = await health(c)
             assert unsynced.body["exchange_clock"] is None and unsynced.status == "degraded"
             assert any("exchange clock not synced" in p for p in unsynced.body["problems"])
             sim.faults.reset()  # the exchange answers again: the next unit samples and fills
-            await wait_for(filled, 10, "the backfill")
+            await wait_for(filled, 30, "the backfill")
             synced = await health(c)
             assert synced.body["exchange_clock"]["offset_ms"] == 0 and synced.status == "healthy"

@@ -169,7 +169,7 @@ async def serving(settings: GapHandlerSettings, sim: SimHandle) -> AsyncIterator
     try:
         async with aiohttp.ClientSession() as http:
             api = Api(f"http://127.0.0.1:{bound_port(runner)}", http, app[COMPONENTS_KEY])
-            await wait_for(idle(api.c), 20, "the first scan's work")
+            await wait_for(idle(api.c), 30, "the first scan's work")
             yield api
     finally:
         await runner.cleanup()
@@ -262,7 +262,7 @@ async def test_a_request_stopped_half_way_resumes_after_a_restart(db_url: str, d
             assert (stored["state"], stored["minutes_total"], stored["finished_at"]) == (
                 "running", rng.minutes, None,
             )  # fmt: skip
-            await wait_for(progressed(api.c.pool, ident, 1000), 20, "five units written")
+            await wait_for(progressed(api.c.pool, ident, 1000), 30, "five units written")
         # Stopped like SIGTERM: the units in flight checkpoint and write what they did;
         # the request stays open.
         committed = await candles_in(db_pool, rng)
@@ -280,10 +280,10 @@ async def test_a_request_crashed_half_way_resumes_after_a_restart(db_url: str, d
         rng = old_range(sim, 2)
         async with components(settings, CollectorRegistry(), now_ms=sim.clock.now_ms) as c:
             run = asyncio.create_task(c.service.run(service_loops(c)))
-            await wait_for(lambda: _true(c.requests.resumed), 10, "start-up")
-            await wait_for(idle(c), 20, "the first scan's work")
+            await wait_for(lambda: _true(c.requests.resumed), 30, "start-up")
+            await wait_for(idle(c), 30, "the first scan's work")
             task = await c.requests.submit(SYMBOL, rng)
-            await wait_for(progressed(c.pool, task.id, 1000), 20, "five units written")
+            await wait_for(progressed(c.pool, task.id, 1000), 30, "five units written")
             # A crash: cancelled mid-request; nothing is checkpointed or written.
             run.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -310,7 +310,7 @@ async def test_a_last_unit_cut_short_by_shutdown_is_resumed_not_incomplete(
             async def first_page() -> bool:
                 return await candles_in(db_pool, rng) >= 100
 
-            await wait_for(first_page, 10, "the first page")
+            await wait_for(first_page, 30, "the first page")
         stopped = await row(db_pool, ident)
         committed = await candles_in(db_pool, rng)
         assert (stopped["state"], stopped["finished_at"]) == ("running", None)
@@ -329,7 +329,7 @@ async def test_finished_requests_are_served_from_the_table_after_a_restart(db_ur
         rng = MinuteRange(rng.start, rng.start + 90 * M)
         async with serving(settings, sim) as api:
             ident = (await api.post(SYMBOL, rng))["id"]
-            await wait_for(finished(api, ident), 20, "the request")
+            await wait_for(finished(api, ident), 30, "the request")
             _, live = await api.call("GET", f"/backfills/{ident}")
             assert live["state"] == "complete" and live["minutes_done"] == 90
             # A request left unfinished for a symbol no longer served waits, visibly.
@@ -341,7 +341,7 @@ async def test_finished_requests_are_served_from_the_table_after_a_restart(db_ur
             )  # fmt: skip
         before = klines(sim)
         async with serving(settings, sim) as api:
-            await wait_for(lambda: _true(api.c.requests.resumed), 10, "resume")
+            await wait_for(lambda: _true(api.c.requests.resumed), 30, "resume")
             assert ident not in api.c.service.tasks  # not resumed: answered from the table
             status, body = await api.call("GET", f"/backfills/{ident.upper()}")
             assert status == 200

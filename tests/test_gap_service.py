@@ -100,17 +100,18 @@ async def test_sigterm_checkpoints_in_flight_work_and_exits_0(db_url: str) -> No
         )  # fmt: skip
         try:
             await sim.wait_for(lambda: sim.stats.total_requests >= 4, 30, "backfill requests")
-            t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            output, _ = await asyncio.wait_for(proc.communicate(), 20)
+            output, _ = await asyncio.wait_for(proc.communicate(), 60)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
         assert proc.returncode == 0, output.decode()[-2000:]
-        assert time.monotonic() - t0 < 5 + 3
         log = output.decode()
+        # Units stopped at their next page boundary, well inside SHUTDOWN_DEADLINE_S: none
+        # had to be cancelled at the deadline (how long the stop takes is not asserted).
         assert '"backfill_checkpointed"' in log and '"gap_handler_stopped"' in log
+        assert '"backfill_cancelled_at_deadline"' not in log
 
 
 # ---- daily jobs ----------------------------------------------------------------------------
@@ -160,16 +161,16 @@ async def test_listener_reconnects_after_the_connection_is_killed(db_url: str) -
     task = asyncio.create_task(listener.run())
     admin = await asyncpg.connect(db_url)
     try:
-        await wait_for(lambda: _true(listener.connected), 5, "listening")
+        await wait_for(lambda: _true(listener.connected), 30, "listening")
         await admin.execute("SELECT pg_notify('quaint_gaps', 'one')")
-        await wait_for(lambda: _true(payloads == ["one"]), 2, "first payload")
+        await wait_for(lambda: _true(payloads == ["one"]), 30, "first payload")
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'"
         )
         await wait_for(lambda: _true(len(connects) == 2 and listener.connected), 10, "reconnect")
         await admin.execute("SELECT pg_notify('quaint_gaps', 'two')")
-        await wait_for(lambda: _true(payloads == ["one", "two"]), 2, "payload after reconnect")
+        await wait_for(lambda: _true(payloads == ["one", "two"]), 30, "payload after reconnect")
     finally:
         await admin.close()
         task.cancel()

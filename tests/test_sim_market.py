@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -139,19 +138,6 @@ def test_book_ticks_straddle_the_last_price(model: MarketModel) -> None:
         assert tick.bid_price < tick.ask_price
         assert tick.bid_price <= Decimal(last).scaleb(-8) + Decimal("0.01")
         assert tick.bid_qty > 0 and tick.ask_qty > 0
-
-
-def test_thousand_candle_page_is_cheap(model: MarketModel) -> None:
-    # The backfill benchmark pulls 1000-row pages at 10 req/s: generation must stay
-    # in the low milliseconds. Best of 5 on a shared 2-core machine, loose bound.
-    best = min(_timed(lambda k=k: model.candles("BTCUSDT", T0 + k * 10**8, 1000)) for k in range(5))
-    assert best < 0.030, f"1000 candles took {best * 1000:.1f} ms"
-
-
-def _timed(fn: object) -> float:
-    start = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return time.perf_counter() - start
 
 
 def test_profiles_split_symbols() -> None:

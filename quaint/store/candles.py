@@ -20,18 +20,28 @@ from quaint.binance.models import MINUTE_MS, Candle, KlineColumns, datetime_to_m
 
 # DISTINCT ON: one batch may hold the same candle twice (overlapping connections);
 # ON CONFLICT DO UPDATE may not touch a row twice in one statement.
+# Rows go in in time order, then symbol, in every statement (the feeder's batches of many
+# symbols and the gap handler's pages alike): TimescaleDB creates a chunk under a
+# ShareUpdateExclusiveLock on the hypertable held until commit, so a statement that
+# created a chunk and then waited for a key another writer holds deadlocked with that
+# writer when it reached the new chunk too (40P01, seen under load; reproduced in
+# tests/test_store_concurrency.py). In time order a statement has written all its older
+# rows before it creates a chunk, so nobody it waits for can be waiting for its lock.
 # The WHERE clause makes an identical rewrite a no-op, so the returned count is the
 # number of candles that were new or corrected.
 UPSERT = """
 INSERT INTO candles_1m AS c (symbol, time, open, high, low, close, volume, quote_asset_volume,
     taker_buy_base_asset_volume, taker_buy_quote_asset_volume, number_of_trades, source)
-SELECT DISTINCT ON (u.symbol, u.time) u.symbol, u.time, u.open::numeric, u.high::numeric,
-    u.low::numeric, u.close::numeric, u.volume::numeric, u.quote::numeric, u.taker_base::numeric,
-    u.taker_quote::numeric, u.trades, $12::text
-FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::text[], $10::text[], $11::bigint[])
-    AS u(symbol, time, open, high, low, close, volume, quote, taker_base, taker_quote, trades)
-ORDER BY u.symbol, u.time
+SELECT d.* FROM (
+    SELECT DISTINCT ON (u.symbol, u.time) u.symbol, u.time, u.open::numeric, u.high::numeric,
+        u.low::numeric, u.close::numeric, u.volume::numeric, u.quote::numeric, u.taker_base::numeric,
+        u.taker_quote::numeric, u.trades, $12::text
+    FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[])
+        AS u(symbol, time, open, high, low, close, volume, quote, taker_base, taker_quote, trades)
+    ORDER BY u.symbol, u.time
+) AS d
+ORDER BY d.time, d.symbol
 ON CONFLICT (symbol, time) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,
     volume = EXCLUDED.volume, quote_asset_volume = EXCLUDED.quote_asset_volume,

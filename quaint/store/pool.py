@@ -12,32 +12,9 @@ import orjson
 import structlog
 
 from quaint.service.settings import Settings
+from quaint.store.errors import RETRYABLE_CONNECT_ERRORS
 
 log = structlog.get_logger(__name__)
-
-# Errors that mean "not reachable yet" (server starting, restarting, network): retry.
-RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.ConnectionDoesNotExistError,
-)
-
-# Errors raised by a query whose connection went away: the database is unavailable,
-# the work should be kept and retried once it is back.
-CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (
-    *RETRYABLE_CONNECT_ERRORS,
-    asyncpg.InterfaceError,
-    # A connection cut mid-operation by a server shutdown can be handed out again with
-    # its protocol stuck ("cannot switch to state 11; another operation (2) is in
-    # progress", MagicStack/asyncpg#784, #1069): unusable, and the pool terminates it on
-    # release. Found by tests/test_chaos.py (PostgreSQL restarts under load).
-    asyncpg.InternalClientError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.PostgresConnectionError,
-)
 
 
 class DatabaseUnavailable(RuntimeError):
