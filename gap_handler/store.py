@@ -8,6 +8,8 @@ half-open :class:`MinuteRange`; the conversion happens here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,17 +22,22 @@ from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 
 _MINUTE = timedelta(minutes=1)
 
-# One set-based query per symbol; nothing but the holes leaves the server. Reading every
-# stored minute is unavoidable (only a count proves a stretch complete), so the
-# per-row work is kept to the cheapest pass there is:
+# One set-based query per symbol; nothing but the holes leaves the server. Only a count
+# proves a stretch complete, so the per-row work is kept to the cheapest pass there is:
 #
-# 1. ``counts``: rows per UTC hour, from an index-only scan of the primary key. Since
-#    (symbol, time) is unique and every time is a whole minute, an hour holding as many
-#    rows as it has minutes is complete; no other hour needs a second look.
-# 2. ``short``: the hours of the window holding fewer (an hour without rows has no
-#    ``counts`` row, hence the series), clipped to the window.
-# 3. ``runs``: short hours less than a day apart are read as one run, so a pathological
-#    table (a hole in every hour) costs one range read instead of thousands of probes.
+# 0. ``pieces``: the window minus the spans that complete compressed batches already prove
+#    stored (``quaint_complete_batches`` in init.sql: each batch's row count and first and
+#    last minute, read from its metadata; nothing is decompressed). On compressed history
+#    what is left is the uncompressed recent chunks and the batches around holes; on the
+#    Apache build (nothing compressed) it is the whole window.
+# 1. ``counts``: rows per UTC hour of each piece, from an index-only scan of the primary
+#    key (or the few batches a piece overlaps). Since (symbol, time) is unique and every
+#    time is a whole minute, an hour holding as many rows as it has minutes is complete.
+# 2. ``short``: the hours of the pieces holding fewer (an hour without rows has no
+#    ``counts`` row, hence the series), clipped to their piece.
+# 3. ``runs``: short hours of a piece less than a day apart are read as one run, so a
+#    pathological table (a hole in every hour) costs one range read instead of thousands
+#    of probes. Never across pieces: what lies between them is proven stored already.
 # 4. ``pts``: the stored minutes of each run plus two sentinels just outside it; lead()
 #    over them pairs each minute with the next, and every jump of more than a minute
 #    is a hole (the sentinels turn the run's edges, and empty runs, into holes too).
@@ -38,25 +45,42 @@ _MINUTE = timedelta(minutes=1)
 # Finally the exchange outages already proven (gap_unrecoverable) are subtracted as a
 # multirange. Hours are added as ``interval '1 hour'``, never days, so the session's
 # time zone cannot shift a bucket; time_bucket() buckets timestamptz in UTC.
-# Why not lead() over every row: a window function costs ~3x a count per row; this is
-# ~1.7x faster over 13 months (python -m bench scan).
+# The per-piece and per-run reads are LATERAL subqueries fenced with OFFSET 0: the planner
+# cannot pull them up, so each is an index range read (or a read of the few batches a
+# range overlaps). Joined in the open, the planner read every row of a compressed
+# history and compared each with every run: 5x the uncompressed scan on compressed and
+# 14x on partially compressed chunks (13 months x 10 symbols, 20 holes each); now 0.3x
+# and 0.5x (python -m bench scan with a Community build).
+# Why not lead() over every row: a window function costs ~3x a count per row.
 SCAN_HOLES = """
-WITH counts AS (
-    SELECT time_bucket(interval '1 hour', time) AS b, count(*) AS n
-    FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3 GROUP BY 1
+WITH covered AS (
+    SELECT coalesce(range_agg(tstzrange(span_start, span_end)), '{}'::tstzmultirange) AS m
+    FROM quaint_complete_batches($1, $2, $3)
+), pieces AS (
+    SELECT lower(p) AS lo, upper(p) AS hi
+    FROM covered, unnest(tstzmultirange(tstzrange($2, $3)) - covered.m) AS p
+), counts AS (
+    SELECT p.lo AS piece, c.bucket, c.n
+    FROM pieces p CROSS JOIN LATERAL (
+        SELECT time_bucket(interval '1 hour', time) AS bucket, count(*) AS n
+        FROM candles_1m WHERE symbol = $1 AND time >= p.lo AND time < p.hi GROUP BY 1 OFFSET 0) c
 ), short AS (
-    SELECT greatest(b, $2) AS lo, least(b + interval '1 hour', $3) AS hi
-    FROM generate_series(time_bucket(interval '1 hour', $2::timestamptz),
-                         $3::timestamptz - interval '1 microsecond', interval '1 hour') AS b
-    LEFT JOIN counts USING (b)
-    WHERE coalesce(n, 0) * interval '1 minute' < least(b + interval '1 hour', $3) - greatest(b, $2)
+    SELECT p.lo AS piece, greatest(b, p.lo) AS lo, least(b + interval '1 hour', p.hi) AS hi
+    FROM pieces p
+    CROSS JOIN LATERAL generate_series(time_bucket(interval '1 hour', p.lo),
+                                       p.hi - interval '1 microsecond', interval '1 hour') AS b
+    LEFT JOIN counts ON counts.piece = p.lo AND counts.bucket = b
+    WHERE coalesce(n, 0) * interval '1 minute' < least(b + interval '1 hour', p.hi) - greatest(b, p.lo)
 ), runs AS (
     SELECT min(lo) AS lo, max(hi) AS hi
-    FROM (SELECT lo, hi, count(*) FILTER (WHERE brk) OVER (ORDER BY lo) AS run
-          FROM (SELECT lo, hi, lo > lag(hi) OVER (ORDER BY lo) + interval '1 day' AS brk FROM short) s) t
-    GROUP BY run
+    FROM (SELECT piece, lo, hi, count(*) FILTER (WHERE brk) OVER (PARTITION BY piece ORDER BY lo) AS run
+          FROM (SELECT piece, lo, hi,
+                       lo > lag(hi) OVER (PARTITION BY piece ORDER BY lo) + interval '1 day' AS brk
+                FROM short) s) t
+    GROUP BY piece, run
 ), pts AS (
-    SELECT r.lo, c.time FROM runs r JOIN candles_1m c ON c.symbol = $1 AND c.time >= r.lo AND c.time < r.hi
+    SELECT r.lo, c.time FROM runs r CROSS JOIN LATERAL (
+        SELECT time FROM candles_1m WHERE symbol = $1 AND time >= r.lo AND time < r.hi OFFSET 0) c
     UNION ALL SELECT lo, lo - interval '1 minute' FROM runs
     UNION ALL SELECT lo, hi FROM runs
 ), found AS (
@@ -74,16 +98,32 @@ FROM (SELECT coalesce(range_agg(r), '{}'::tstzmultirange) AS m FROM found) f, kn
 ORDER BY 1
 """
 
+# Every read of candles_1m here runs in a transaction with these settings.
+# plan_cache_mode: asyncpg prepares each statement once per connection, and after five
+# executions PostgreSQL may keep a generic plan. On TimescaleDB 2.19 (the pinned image) a
+# generic plan made while a chunk was fully compressed reads only its compressed part,
+# and a DELETE or UPDATE that decompresses a batch into the chunk does not invalidate it
+# (timescale/timescaledb#8241, fixed in 2.21.1): the batch's rows vanish from every such
+# plan, in every session, and the scan reported the whole batch (1000 minutes) as a hole,
+# re-fetched on every scan. A custom plan is made for the chunks as they are now.
+# jit: the planner's estimate for the per-run reads is far above jit_above_cost;
+# compiling the plan (up to ~1 s) would cost more than running it (tens of ms).
+_FRESH_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
+
+
+@asynccontextmanager
+async def _fresh_plans(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    async with conn.transaction():
+        await conn.execute(_FRESH_PLANS)
+        yield
+
 
 async def scan_holes(conn: asyncpg.Connection, symbol: str, lo_ms: int, hi_ms: int) -> list[MinuteRange]:
     """Missing minutes of ``symbol`` in ``[lo_ms, hi_ms)`` (whole minutes), minus proven
     exchange outages."""
     if hi_ms <= lo_ms:
         return []
-    async with conn.transaction():
-        # The planner's estimate for the per-run probes is far above jit_above_cost;
-        # compiling the plan (up to ~1 s) would cost more than running it (tens of ms).
-        await conn.execute("SET LOCAL jit = off")
+    async with _fresh_plans(conn):
         rows = await conn.fetch(SCAN_HOLES, symbol, ms_to_datetime(lo_ms), ms_to_datetime(hi_ms))
     return [MinuteRange(datetime_to_ms(r["gap_start"]), datetime_to_ms(r["gap_end"])) for r in rows]
 
@@ -170,7 +210,8 @@ WHERE d.event_type = 'gap_detected' AND NOT d.resolved AND d.symbol = $1
 
 async def resolve_detected(conn: asyncpg.Connection, symbol: str, due_end_ms: int, now: datetime) -> int:
     """Mark the feeder's gap_detected rows of ``symbol`` that are now complete resolved."""
-    status = await conn.execute(RESOLVE_DETECTED, symbol, ms_to_datetime(due_end_ms), now)
+    async with _fresh_plans(conn):
+        status = await conn.execute(RESOLVE_DETECTED, symbol, ms_to_datetime(due_end_ms), now)
     return int(status.rsplit(" ", 1)[1])
 
 
@@ -204,7 +245,8 @@ FROM days LEFT JOIN stored USING (d) LEFT JOIN outage USING (d) ORDER BY days.d
 async def coverage(
     conn: asyncpg.Connection, symbol: str, first_day_ms: int, end_ms: int
 ) -> list[DayCoverage]:
-    rows = await conn.fetch(COVERAGE, symbol, ms_to_datetime(first_day_ms), ms_to_datetime(end_ms))
+    async with _fresh_plans(conn):
+        rows = await conn.fetch(COVERAGE, symbol, ms_to_datetime(first_day_ms), ms_to_datetime(end_ms))
     return [DayCoverage(r["day"], int(r["stored"]), int(r["unrecoverable"])) for r in rows]
 
 

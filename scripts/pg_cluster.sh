@@ -8,11 +8,13 @@
 #
 # `start` prints the connection URL as its last stdout line and writes it to DIR/url.
 # Environment: QUAINT_CACHE_DIR (build cache, default ~/.cache/quaint), QUAINT_PG_VERSION (default 15),
-# QUAINT_DEBIAN_MIRROR (overrides the mirror read from the apt configuration).
+# QUAINT_DEBIAN_MIRROR (overrides the mirror read from the apt configuration), QUAINT_PG_BIN (the
+# PostgreSQL bin dir clusters run from, default /usr/lib/postgresql/$QUAINT_PG_VERSION/bin: e.g. a
+# private installation with another TimescaleDB build, for `python -m bench scan` by hand).
 set -euo pipefail
 
 PG_MAJOR=${QUAINT_PG_VERSION:-15}
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_BIN=${QUAINT_PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 CACHE_DIR=${QUAINT_CACHE_DIR:-$HOME/.cache/quaint}
 DEFAULT_DB=btc_ml_production
 # Debian 12 has no TimescaleDB package; Debian 13 ships its source, which builds against PostgreSQL 15.

@@ -49,6 +49,48 @@ CREATE TABLE IF NOT EXISTS candles_1m (
 );
 SELECT create_hypertable('candles_1m', by_range('time', INTERVAL '7 days'), if_not_exists => TRUE);
 
+-- The complete compressed batches of one symbol inside [p_lo, p_hi), as spans
+-- [first minute, last minute + 1 minute) in which every minute is stored. They come from
+-- each batch's own metadata (row count, min and max time), so nothing is decompressed:
+-- the gap scan (gap_handler/store.py) counts rows only where these spans do not reach.
+-- Exact: (symbol, time) is unique and every time is a whole minute, so a batch of n rows
+-- whose first and last minutes are n - 1 minutes apart holds every minute between them;
+-- a DELETE or UPDATE that touches a batch decompresses it (or drops it whole), so its
+-- rows are then counted like any other. Empty on the Apache build (nothing is compressed) and for chunks laid
+-- out otherwise (symbol not a segmentby column, time not the first orderby column, a
+-- table access method other than heap): an empty answer only makes the scan read more.
+-- The metadata column names (_ts_meta_count, _ts_meta_min_1, _ts_meta_max_1) and
+-- compression_settings are TimescaleDB internals, unchanged from 2.19 to 2.29; should a
+-- release rename them, the lookup fails, is caught, and the scan counts every row.
+CREATE OR REPLACE FUNCTION quaint_complete_batches(p_symbol TEXT, p_lo TIMESTAMPTZ, p_hi TIMESTAMPTZ)
+RETURNS TABLE (span_start TIMESTAMPTZ, span_end TIMESTAMPTZ)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    q TEXT;
+BEGIN
+    SELECT string_agg(format(
+               'SELECT _ts_meta_min_1, _ts_meta_max_1 + interval ''1 minute'' FROM %s'
+               ' WHERE symbol = $1 AND _ts_meta_min_1 >= $2 AND _ts_meta_max_1 < $3'
+               ' AND _ts_meta_count = extract(epoch FROM _ts_meta_max_1 - _ts_meta_min_1) / 60 + 1',
+               s.compress_relid), ' UNION ALL ')
+    INTO q
+    FROM show_chunks('candles_1m') AS c
+    JOIN _timescaledb_catalog.compression_settings AS s ON s.relid = c
+    JOIN pg_class AS r ON r.oid = c
+    WHERE s.compress_relid IS NOT NULL AND 'symbol' = ANY (s.segmentby) AND s.orderby[1] = 'time'
+      AND r.relam = (SELECT oid FROM pg_am WHERE amname = 'heap')
+      AND c NOT IN (SELECT show_chunks('candles_1m', older_than => p_lo))   -- wholly before
+      AND c NOT IN (SELECT show_chunks('candles_1m', newer_than => p_hi));  -- wholly after
+    IF q IS NOT NULL THEN
+        RETURN QUERY EXECUTE q USING p_symbol, p_lo, p_hi;
+    END IF;
+EXCEPTION
+    -- A chunk dropped by retention between the lookup and the read, a renamed layout, or
+    -- a role that may read candles_1m but not its compressed chunks: count every row.
+    WHEN undefined_table OR undefined_column OR insufficient_privilege THEN
+        RETURN;
+END $$;
+
 -- Best bid/ask as received. Spot bookTicker has no event time: time = receipt time.
 CREATE TABLE IF NOT EXISTS book_ticker (
     symbol    TEXT        NOT NULL,
