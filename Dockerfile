@@ -1,10 +1,12 @@
-# syntax=docker/dockerfile:1
-# One image recipe for both services; pick one with --target:
+# One image recipe for both services and the simulator; pick one with --target:
 #
 #   docker build --target feeder      -t quaint2/feeder:0.1.0 .
 #   docker build --target gap-handler -t quaint2/gap-handler:0.1.0 .
+#   docker build --target simulator   -t quaint2/simulator:0.1.0 .
 #
-# (docker-compose.yml does this for you.) The build stage installs the project into a virtual
+# (docker-compose.yml does this for you.) No "# syntax=" line on purpose: it makes BuildKit fetch a
+# frontend image from Docker Hub, so offline and air-gapped builds would fail, and nothing here needs more
+# than the builder's own Dockerfile support. The build stage installs the project into a virtual
 # environment; each service stage copies that environment into a slim base and runs as an
 # unprivileged user. Every wheel used (asyncpg, uvloop, orjson, ...) is a binary wheel, so no
 # compiler is needed.
@@ -65,3 +67,11 @@ ENV GAP_HANDLER_HOST=0.0.0.0 \
     HEALTH_URL=http://127.0.0.1:9000/health
 EXPOSE 9000
 CMD ["python", "-m", "gap_handler"]
+
+# ---- simulator: the bundled Binance-compatible exchange (./deploy.sh --simulate); REST + WebSocket on 9443 ----
+FROM runtime AS simulator
+ENV SIM_HOST=0.0.0.0 \
+    SIM_PORT=9443 \
+    HEALTH_URL=http://127.0.0.1:9443/api/v3/ping
+EXPOSE 9443
+CMD ["python", "-m", "simulator"]

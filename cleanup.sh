@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Stop Quaint2 and remove what ./deploy.sh started.
 #
-#   ./cleanup.sh [--volumes]           Docker: docker compose down; --volumes also deletes the named
-#                                      volumes (the database, pgAdmin's and Prometheus's data).
+#   ./cleanup.sh [--volumes] [-f FILE]...
+#                                      Docker: docker compose down (every container of the project,
+#                                      the simulator's too, and its network); --volumes also deletes
+#                                      the named volumes (the database, pgAdmin's and Prometheus's
+#                                      data). Images are kept. -f FILE / COMPOSE_FILE as for deploy.sh.
 #   ./cleanup.sh --local [--volumes]   Local mode: stops the processes and the database cluster that
 #                                      ./deploy.sh --local started; --volumes also deletes the run
 #                                      directory (.run/, or QUAINT_RUN_DIR).
@@ -22,12 +25,18 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --local) LOCAL=1; shift ;;
     --volumes) VOLUMES=1; shift ;;
+    -f | --file)
+      [[ $# -ge 2 ]] || die "$1 needs a compose file"
+      add_compose_file "$2"
+      shift 2
+      ;;
     -h | --help) usage ;;
     *) log "unknown argument: $1"; usage 2 ;;
   esac
 done
 
 if [[ $LOCAL -eq 1 ]]; then
+  [[ ${#EXTRA_COMPOSE_FILES[@]} -eq 0 ]] || die "-f is for the Docker suite, not --local"
   args=(down)
   [[ $VOLUMES -eq 0 ]] || args+=(--volumes)
   exec "$QUAINT_ROOT/scripts/local_suite.sh" "${args[@]}"
@@ -41,15 +50,13 @@ if [[ $VOLUMES -eq 1 ]]; then
   down_args+=(--volumes)
   log "removing the containers AND the volumes (database, pgAdmin and Prometheus data)"
 fi
-# compose needs the variables the file refers to even to tear down; without .env, pass dummies, which
+# compose needs the variables the file requires even to tear down: what .env has, else dummies, which
 # are used for nothing but interpolation.
-env_args=()
-if [[ -f $file ]]; then
-  env_args=(--env-file "$file")
-else
-  export DB_PASSWORD=${DB_PASSWORD:-unused} PGADMIN_DEFAULT_PASSWORD=${PGADMIN_DEFAULT_PASSWORD:-unused}
-  export PGADMIN_DEFAULT_EMAIL=${PGADMIN_DEFAULT_EMAIL:-unused@example.com}
-fi
+load_env_file "$file"
+export PGADMIN_DEFAULT_PASSWORD=${PGADMIN_DEFAULT_PASSWORD:-unused}
+export PGADMIN_DEFAULT_EMAIL=${PGADMIN_DEFAULT_EMAIL:-unused@example.com}
+# The "simulate" profile too, so that the simulator of a --simulate run is removed with the rest.
+set_compose_args "$file" simulate
 # shellcheck disable=SC2086  # "docker compose" is two words on purpose
-$compose "${env_args[@]}" -f "$QUAINT_ROOT/docker-compose.yml" "${down_args[@]}"
+$compose "${COMPOSE_ARGS[@]}" "${down_args[@]}"
 log "stopped$([[ $VOLUMES -eq 1 ]] && echo ' and removed the volumes' || echo '; volumes kept (--volumes deletes them)')"

@@ -138,6 +138,10 @@ else
   step "system packages" scripts/pg_cluster.sh install
   step "test tools" ensure_tools
   step "pgAdmin venv" scripts/pgadmin_env.sh
+  # Docker's engine from Debian, for the compose stack test (tests/test_compose_stack.py, marker docker),
+  # which starts its own private dockerd and loads the stand-in images from ~/.cache/quaint (building
+  # them there the first time); a system engine is never used.
+  step "docker engine" scripts/docker_engine.sh install
   # Everything the suite needs is installed now: a skipped test would be a test that did not run.
   export QUAINT_NO_SKIP=1
 fi

@@ -4,6 +4,9 @@
 
 : "${QUAINT_ROOT:?QUAINT_ROOT must be set before sourcing deploy_lib.sh}"
 : "${LOG_TAG:=quaint}"
+# Where the caller stood (the scripts cd to the repository after sourcing this): relative paths given on
+# the command line are taken from here.
+CALLER_PWD=$PWD
 
 log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
 warn() { printf '[%s] warning: %s\n' "$LOG_TAG" "$*" >&2; }
@@ -43,6 +46,52 @@ load_env_file() {
   done <"$file"
 }
 
+# The seed's names for three database settings, as NAME:ALIAS (docker-compose.yml and the services'
+# settings accept them too). Either name of a pair may be set; both set (non-empty) to different values
+# is an error. The project's name is exported and the alias removed from this environment, so it cannot
+# contradict a DB_* value set later (local mode sets its own). Values are never printed.
+DB_ALIASES=(DB_USER:POSTGRES_USER DB_PASSWORD:POSTGRES_PASSWORD DB_NAME:POSTGRES_DB)
+resolve_db_aliases() {
+  local pair name alias
+  for pair in "${DB_ALIASES[@]}"; do
+    name=${pair%%:*}
+    alias=${pair#*:}
+    [[ -n ${!alias:-} ]] || continue
+    if [[ -n ${!name:-} && ${!name} != "${!alias}" ]]; then
+      die "$name and $alias (the seed's name for $name) are both set, to different values; keep one of them"
+    fi
+    export "$name=${!alias}"
+    unset "$alias"
+  done
+}
+
+# The compose command line's global part, in the array COMPOSE_ARGS: the env file, then the compose
+# files: docker-compose.yml followed by each of EXTRA_COMPOSE_FILES (deploy.sh/cleanup.sh -f FILE); with
+# none of those, COMPOSE_FILE when set (compose's own variable, ':'-separated, relative to the
+# repository), else docker-compose.yml alone. PROFILES (words) become --profile options.
+EXTRA_COMPOSE_FILES=()
+set_compose_args() {
+  local env=$1 f
+  shift
+  COMPOSE_ARGS=()
+  [[ ! -f $env ]] || COMPOSE_ARGS+=(--env-file "$env")
+  if [[ ${#EXTRA_COMPOSE_FILES[@]} -gt 0 ]]; then
+    COMPOSE_ARGS+=(-f "$QUAINT_ROOT/docker-compose.yml")
+    for f in "${EXTRA_COMPOSE_FILES[@]}"; do COMPOSE_ARGS+=(-f "$f"); done
+  elif [[ -z ${COMPOSE_FILE:-} ]]; then
+    COMPOSE_ARGS+=(-f "$QUAINT_ROOT/docker-compose.yml")
+  fi
+  for f in "$@"; do COMPOSE_ARGS+=(--profile "$f"); done
+}
+
+# An extra compose file named on the command line, made absolute from the caller's directory.
+add_compose_file() {
+  local path=$1
+  [[ $path == /* ]] || path=$CALLER_PWD/$path
+  [[ -f $path ]] || die "compose file $1 not found"
+  EXTRA_COMPOSE_FILES+=("$(realpath "$path")")
+}
+
 # Status code of GET http://HOST:PORT/PATH, or 000 when nothing answers; bash only (no curl needed).
 http_status() {
   local host=$1 port=$2 path=$3 status=000 line fd
@@ -72,4 +121,10 @@ compose_cmd() {
   elif command -v docker-compose >/dev/null 2>&1 && docker-compose version 2>/dev/null | grep -q 'v2\.'; then
     echo "docker-compose"
   fi
+}
+
+# True when the Docker engine answers COMPOSE (the command compose_cmd printed).
+docker_engine_answers() {
+  # shellcheck disable=SC2086  # "docker compose" is two words on purpose
+  $1 ls >/dev/null 2>&1
 }

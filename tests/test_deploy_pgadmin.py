@@ -26,24 +26,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
+from pgadmin_ui import CHROMIUM_ARGS, open_server_without_prompt, require_chromium, tree_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 EMAIL = "admin@example.com"
 DB_NAME = "btc_ml_production"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # The newest five of the candles inserted below, newest first, as pgAdmin shows NUMERIC values.
 EXPECTED_CLOSES = ["50001.25", "50002.25", "50003.25", "50004.25", "50005.25"]
 
@@ -59,13 +50,6 @@ def pgadmin_venv() -> Path:
         [str(ROOT / "scripts" / "pgadmin_env.sh"), "--path"], capture_output=True, text=True, check=True
     )
     return Path(done.stdout.strip())
-
-
-def chromium_path() -> str | None:
-    for candidate in ("/usr/lib/chromium/chromium", "/usr/bin/chromium"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def free_port() -> int:
@@ -249,23 +233,13 @@ def pgadmin(database: Database, tmp_path: Path) -> Iterator[PgAdmin]:
 @pytest.fixture
 def chromium() -> str:
     """Checked before anything is started: the browser and its driver."""
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (see the test extras)")
-    path = chromium_path()
-    if path is None:
-        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    return path
-
-
-def tree_entry(page: Any, name: str) -> Any:
-    """An Object Explorer node by its label."""
-    return page.locator(".file-entry", has=page.locator(".file-name", has_text=name)).first
+    return require_chromium()
 
 
 @pytest.mark.timeout(180)
 def test_pgadmin_opens_the_preconfigured_database_and_queries_candles(
     chromium: str, pgadmin: PgAdmin
 ) -> None:
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     t0 = time.monotonic()
@@ -275,30 +249,8 @@ def test_pgadmin_opens_the_preconfigured_database_and_queries_candles(
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(30_000)
         try:
-            page.goto(f"{pgadmin.base_url}/login")
-            page.fill("input[name=email]", EMAIL)
-            page.fill("input[name=password]", pgadmin.login_password)
-            page.get_by_role("button", name="Login").click()
-            # The pre-configured server, in the default group: no set-up clicks.
-            tree_entry(page, "Servers").locator(".directory-toggle").click()
-            server_toggle = tree_entry(page, "timescaledb").locator(".directory-toggle")
-            server_toggle.click()
-            # Opening the server connects; a password prompt would mean the pgpass file was not used.
-            prompt = page.get_by_text("Connect to Server")
-            for attempt in range(3):
-                try:
-                    tree_entry(page, "Databases").or_(prompt).first.wait_for(timeout=10_000)
-                    break
-                except PlaywrightTimeout:
-                    # Seen under load: pgAdmin connects (its dashboard shows the server's activity)
-                    # but leaves the expanded node without children; collapsing and expanding
-                    # again renders them. Three tries, then the test fails.
-                    if attempt == 2:
-                        raise
-                    server_toggle.click()
-                    server_toggle.click()
-            assert not prompt.is_visible(), "pgAdmin asked for the password: the pgpass file was not used"
-            tree_entry(page, "Databases").locator(".directory-toggle").click()
+            # The pre-configured server, in the default group: no set-up clicks, no password prompt.
+            open_server_without_prompt(page, pgadmin.base_url, EMAIL, pgadmin.login_password, "timescaledb")
             tree_entry(page, DB_NAME).locator(".file-name").click()
             page.wait_for_function(
                 "name => [...document.querySelectorAll('.file-entry.active .file-name')]"

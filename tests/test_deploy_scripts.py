@@ -5,6 +5,7 @@ Docker itself is replaced by stubs that fail, so no test here can ever start a r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from deploy_env import ROOT, free_port, run, stub_env
 
-ROOT = Path(__file__).resolve().parents[1]
 SHELL_SCRIPTS = [
     "deploy.sh",
     "cleanup.sh",
@@ -24,39 +25,19 @@ SHELL_SCRIPTS = [
     "scripts/pgadmin_env.sh",
     "pgadmin/entrypoint.sh",
     "scripts/pg_cluster.sh",
+    "scripts/docker_engine.sh",
+    "tests/docker/base/rootfs.sh",
+    "tests/docker/timescaledb/docker-entrypoint.sh",
+    "tests/docker/timescaledb/000_install_timescaledb.sh",
+    "tests/docker/pgadmin/entrypoint.sh",
     "test.sh",
     ".ci/run",
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """A clean environment: stub docker/docker-compose that always fail, a private env file and run dir."""
-    stubs = tmp_path / "stubs"
-    stubs.mkdir()
-    for name in ("docker", "docker-compose"):
-        stub = stubs / name
-        stub.write_text("#!/bin/sh\necho 'stub: no Docker here' >&2\nexit 1\n")
-        stub.chmod(0o755)
-    keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "USER")}
-    return {
-        **keep,
-        "PATH": f"{stubs}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "QUAINT_ENV_FILE": str(tmp_path / "deploy.env"),
-        "QUAINT_RUN_DIR": str(tmp_path / "run"),
-    }
-
-
-def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+    return stub_env(tmp_path)
 
 
 def test_shell_scripts_are_strict_and_shellcheck_clean() -> None:
@@ -160,12 +141,6 @@ def test_env_file_values_are_taken_literally(env: dict[str, str], tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"$(touch {marker})|quoted value|single|from-env|x=y\n"
     assert not marker.exists()
-
-
-def test_simulate_needs_local(env: dict[str, str]) -> None:
-    done = run([str(ROOT / "deploy.sh"), "--simulate"], env)
-    assert done.returncode == 1
-    assert "--simulate needs --local" in done.stderr
 
 
 # ---- local mode refusals (before anything starts) ----
@@ -284,7 +259,6 @@ def run_entrypoint(tmp_path: Path, **overrides: str) -> subprocess.CompletedProc
 
 
 def test_entrypoint_renders_servers_and_pgpass(tmp_path: Path) -> None:
-    import json
 
     done = run_entrypoint(tmp_path, DB_PORT="6543")
     assert done.returncode == 0, done.stderr

@@ -87,3 +87,60 @@ def test_log_throttle_counts_suppressed() -> None:
     assert throttle.allow("bad_frame", 3.0) == (False, 2)
     assert throttle.allow("other", 3.0) == (True, 0)
     assert throttle.allow("bad_frame", 12.0) == (True, 2)
+
+
+# ---- the seed's POSTGRES_* names ----
+
+ALIASES = {"DB_USER": "POSTGRES_USER", "DB_PASSWORD": "POSTGRES_PASSWORD", "DB_NAME": "POSTGRES_DB"}
+
+
+@pytest.fixture
+def clean_db_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in (*ALIASES, *ALIASES.values()):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_seed_names_are_aliases(clean_db_env: pytest.MonkeyPatch) -> None:
+    clean_db_env.setenv("POSTGRES_USER", "seed")
+    clean_db_env.setenv("POSTGRES_PASSWORD", "seed-secret")
+    clean_db_env.setenv("POSTGRES_DB", "seed_db")
+    s = Settings()
+    assert (s.db_user, s.db_password.get_secret_value(), s.db_name) == ("seed", "seed-secret", "seed_db")
+    # The aliases are input only: one place holds each value.
+    assert (s.postgres_user, s.postgres_password, s.postgres_db) == (None, None, None)
+
+
+def test_both_names_agreeing_or_one_empty_is_fine(clean_db_env: pytest.MonkeyPatch) -> None:
+    clean_db_env.setenv("DB_PASSWORD", "same")
+    clean_db_env.setenv("POSTGRES_PASSWORD", "same")
+    clean_db_env.setenv("POSTGRES_DB", "")
+    s = Settings()
+    assert s.db_password.get_secret_value() == "same" and s.db_name == "btc_ml_production"
+    assert Settings(db_password="", postgres_password="given").db_password.get_secret_value() == "given"
+
+
+@pytest.mark.parametrize(("name", "alias"), ALIASES.items())
+def test_disagreeing_names_are_one_clear_error(
+    clean_db_env: pytest.MonkeyPatch, name: str, alias: str
+) -> None:
+    clean_db_env.setenv(name, "value_one")
+    clean_db_env.setenv(alias, "value_two")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    (line,) = describe_errors(info.value)
+    assert line.startswith(f"invalid configuration: {name}: {alias} (the seed's name for {name}) is set too")
+    assert "value_one" not in line and "value_two" not in line
+
+
+def test_a_password_conflict_stops_the_service_with_exit_2() -> None:
+    env = {"DB_PASSWORD": "hunter2", "POSTGRES_PASSWORD": "hunter3", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from quaint.service.settings import *; load_settings(Settings)"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "invalid configuration: DB_PASSWORD: POSTGRES_PASSWORD (the seed's name for DB_PASSWORD) is set too, "
+        "to a different value; keep one of them"
+    ]

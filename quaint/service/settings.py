@@ -12,13 +12,18 @@ import sys
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["json", "console", "auto"]
+
+# The seed's names (those of the official postgres image) for three database settings: either name of a
+# pair works, and both set to different values is refused rather than one silently winning.
+DB_ALIASES = {"db_user": "postgres_user", "db_password": "postgres_password", "db_name": "postgres_db"}
 
 
 def parse_symbol_list(value: object) -> object:
@@ -55,6 +60,11 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=5, ge=1, le=100)
     # How long start-up keeps retrying an unreachable database before giving up.
     db_connect_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # Input-only aliases of db_user, db_password and db_name (see DB_ALIASES): validation moves a value
+    # given under one of these names to its DB_* field, so these always read None afterwards.
+    postgres_user: str | None = None
+    postgres_password: SecretStr | None = None
+    postgres_db: str | None = None
 
     # Market data needs no key; kept for the seed's compatibility and never logged.
     binance_api_key: SecretStr | None = None
@@ -66,6 +76,28 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
     use_uvloop: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_db_aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for field, alias in DB_ALIASES.items():
+            # Empty counts as unset on both sides, as in docker compose's ${DB_PASSWORD:-...}.
+            value = _plain(data.pop(alias, None))
+            if not value:
+                continue
+            given = _plain(data.get(field))
+            if given and given != value:
+                raise PydanticCustomError(
+                    "alias_conflict",
+                    "{alias} (the seed's name for {variable}) is set too, to a different value; "
+                    "keep one of them",
+                    {"variable": field.upper(), "alias": alias.upper()},
+                )
+            data[field] = value
+        return data
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -95,6 +127,12 @@ class Settings(BaseSettings):
 S = TypeVar("S", bound=Settings)
 
 
+def _plain(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
 def db_fields_from_url(url: str) -> dict[str, Any]:
     """``postgresql://user:pass@host:port/db`` -> the ``db_*`` settings fields (tests and
     tools that are handed a URL build their Settings with this)."""
@@ -112,7 +150,9 @@ def describe_errors(exc: ValidationError) -> list[str]:
     """One line per bad variable, named as the user wrote it (upper-case env name)."""
     lines = []
     for err in exc.errors():
-        name = "_".join(str(p) for p in err["loc"] if isinstance(p, str)).upper() or "SETTINGS"
+        name = "_".join(str(p) for p in err["loc"] if isinstance(p, str)).upper()
+        # Whole-model checks (an alias conflict) name their variable in the error's context.
+        name = name or str((err.get("ctx") or {}).get("variable", "SETTINGS"))
         # Never echo the offending value: it may be a password.
         lines.append(f"invalid configuration: {name}: {err['msg']}")
     return lines

@@ -2,9 +2,13 @@
 
 Server resolution, in order:
 1. ``TEST_DATABASE_URL``: an existing server (any database on it; used as the maintenance connection).
-2. A Docker engine that answers: a ``timescale/timescaledb`` container via testcontainers.
-3. A private cluster in a temporary directory via ``scripts/pg_cluster.sh start --fast``.
-``QUAINT_TEST_SERVER=docker|local`` forces (2) or (3).
+2. ``QUAINT_TEST_SERVER=docker``, and only then: a container of ``QUAINT_TEST_DOCKER_IMAGE`` (default the
+   ``timescale/timescaledb`` image below) via testcontainers, on the engine at ``DOCKER_HOST``. The image
+   must already be in that engine: nothing is ever pulled (Ryuk, testcontainers' reaper, is off because it
+   is an image pull of its own; the container is stopped by this module's context manager).
+   ``QUAINT_TEST_DOCKER_NETWORK`` names a network for it (default: the engine's default bridge).
+3. Otherwise a private cluster in a temporary directory via ``scripts/pg_cluster.sh start --fast``.
+A Docker engine that merely answers never selects (2): it may have no registry, or be another test's.
 
 Fresh databases are ``CREATE DATABASE ... TEMPLATE quaint_template`` (6-9 ms on the tmpfs test cluster,
 40-55 ms with fsync on, plus ~3 ms to drop). TRUNCATE of every table measured 2.5 ms, but a copy also
@@ -73,53 +77,101 @@ class PgServer:
 # ---- server discovery ----
 
 
-def docker_available(timeout: float = 2.0) -> bool:
-    """Cheap, bounded check that a Docker engine answers (a docker CLI alone is not enough)."""
+def _docker_api_status(path: str, timeout: float) -> int | None:
+    """HTTP status of GET PATH on the engine at DOCKER_HOST (a unix socket; the default one when unset),
+    or None when nothing answers there."""
     host = os.environ.get("DOCKER_HOST", "")
-    if host and not host.startswith("unix://"):
-        cli = shutil.which("docker")
-        if cli is None:
-            return False
-        try:
-            subprocess.run([cli, "info"], capture_output=True, timeout=timeout, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return True
-    path = host.removeprefix("unix://") or _DOCKER_SOCKET
-    if not Path(path).exists():
-        return False
+    socket_path = host.removeprefix("unix://") or _DOCKER_SOCKET
+    if not Path(socket_path).exists():
+        return None
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return sock.recv(64).split(b" ", 2)[1:2] == [b"200"]
+            sock.connect(socket_path)
+            sock.sendall(f"GET {quote(path)} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            status = sock.recv(64).split(b" ", 2)[1:2]
     except OSError:
+        return None
+    return int(status[0]) if status and status[0].isdigit() else None
+
+
+def _docker_cli_ok(*args: str, timeout: float) -> bool:
+    cli = shutil.which("docker")
+    if cli is None:
         return False
+    try:
+        subprocess.run([cli, *args], capture_output=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+def _unix_engine() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
+def docker_available(timeout: float = 2.0) -> bool:
+    """Cheap, bounded check that a Docker engine answers (a docker CLI alone is not enough)."""
+    if not _unix_engine():
+        return _docker_cli_ok("info", timeout=timeout)
+    return _docker_api_status("/_ping", timeout) == 200
+
+
+def docker_image_present(image: str, timeout: float = 5.0) -> bool:
+    """True when IMAGE is in the engine's local store (asks the engine; never pulls)."""
+    if not _unix_engine():
+        return _docker_cli_ok("image", "inspect", image, timeout=timeout)
+    return _docker_api_status(f"/images/{image}/json", timeout) == 200
+
+
+def server_source() -> ServerSource:
+    """Where this session's server comes from (see the module docstring)."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        return "env"
+    forced = os.environ.get("QUAINT_TEST_SERVER", "")
+    if forced not in ("", "docker", "local"):
+        raise HarnessError(f"QUAINT_TEST_SERVER must be 'docker' or 'local', not {forced!r}")
+    return "docker" if forced == "docker" else "local"
 
 
 @contextlib.contextmanager
 def running_server() -> Iterator[PgServer]:
     """Provide a server for a whole test session and clean up whatever was started."""
-    env_url = os.environ.get("TEST_DATABASE_URL")
-    if env_url:
-        yield PgServer(env_url, "env")
+    source = server_source()
+    if source == "env":
+        yield PgServer(os.environ["TEST_DATABASE_URL"], "env")
         return
-    forced = os.environ.get("QUAINT_TEST_SERVER", "")
-    if forced not in ("", "docker", "local"):
-        raise HarnessError(f"QUAINT_TEST_SERVER must be 'docker' or 'local', not {forced!r}")
-    use_docker = forced == "docker" or (forced == "" and docker_available())
-    with _docker_server() if use_docker else _local_server() as server:
+    with _docker_server() if source == "docker" else _local_server() as server:
         yield server
+
+
+def docker_test_image() -> str:
+    return os.environ.get("QUAINT_TEST_DOCKER_IMAGE") or TIMESCALE_IMAGE
 
 
 @contextlib.contextmanager
 def _docker_server() -> Iterator[PgServer]:
+    image = docker_test_image()
+    engine = os.environ.get("DOCKER_HOST") or f"unix://{_DOCKER_SOCKET}"
+    if not docker_available():
+        raise HarnessError(f"QUAINT_TEST_SERVER=docker, but no Docker engine answers at {engine}")
+    if not docker_image_present(image):
+        raise HarnessError(
+            f"QUAINT_TEST_SERVER=docker needs the image {image} in the engine at {engine}; the harness "
+            "never pulls: build or load it there (QUAINT_TEST_DOCKER_IMAGE names another image), or unset "
+            "QUAINT_TEST_SERVER to use a local cluster"
+        )
     from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.core.config import testcontainers_config
 
+    # Ryuk (the reaper container) would be pulled from Docker Hub; the with-block below stops ours.
+    testcontainers_config.ryuk_disabled = True
     container = PostgresContainer(
-        TIMESCALE_IMAGE, username="postgres", password="postgres", dbname=CRON_DATABASE, driver=None
+        image, username="postgres", password="postgres", dbname=CRON_DATABASE, driver=None
     )
+    if network := os.environ.get("QUAINT_TEST_DOCKER_NETWORK"):
+        container.with_kwargs(network=network)
     # Throwaway container: durability off for speed; no telemetry from test runs.
     container.with_command(
         "postgres -c fsync=off -c synchronous_commit=off -c timescaledb.telemetry_level=off"
