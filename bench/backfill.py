@@ -53,7 +53,8 @@ from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 from quaint.binance.parse import parse_rest_klines
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import prepare_connection
-from quaint.store.quality import QualityEvent, log_event
+from quaint.store.quality import log_event
+from quaint.store.quality_event import QualityEvent
 from simulator.market import MarketModel
 
 SYMBOL = "BTCUSDT"

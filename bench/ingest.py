@@ -17,6 +17,12 @@ The firehose interleaves bookTicker and (open) kline frames one to one and open
 klines are not stored, so rows/s is about half of msgs/s: the worst case for rows. A
 last run (tuned batches) uses a feed shaped like Binance's, ``--book-per-kline`` (20)
 bookTicker frames per kline frame, where nearly every frame is a row.
+
+The firehose sends no closed candle, so the closed-candle path is timed on its own, in
+this process: a closed ``kline_1m`` frame decoded to the upsert's parameters as the
+feeder does it (the exchange's strings kept: :class:`quaint.binance.models.CandleRow`),
+against the same with the ``Decimal`` round trip it used to make (string -> ``Decimal``
+-> string), as a ratio.
 """
 
 from __future__ import annotations
@@ -28,12 +34,19 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 import asyncpg
+import orjson
 
 from bench import ceiling
 from bench import services as sv
 from bench.common import cpu_percent, durable_cluster, machine, result
+from quaint.binance.decoder import FrameDecoder
+from quaint.binance.encode import combined, kline_event_payload, kline_stream
+from quaint.binance.models import MINUTE_MS, Candle, KlineEvent
+from quaint.binance.parse import load_frame
+from quaint.store.candles import candle_columns
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,56 @@ def report(w: Window, cores: int) -> None:
     )
 
 
+def _closed_candle(symbol: str, i: int) -> Candle:
+    """A candle with Binance's 8-decimal strings, different per row."""
+    t = ceiling.T0 + i * MINUTE_MS
+    price = Decimal(60_000 + i % 997) + Decimal("0.12345678")
+    one = Decimal(1)
+    volume = Decimal("12.34500000") + i % 13
+    quote = volume * price
+    return Candle(
+        symbol,
+        t,
+        t + MINUTE_MS - 1,
+        price,
+        price + one,
+        price - one,
+        price,
+        volume,
+        quote,
+        42,
+        volume / 2,
+        quote / 2,
+    )
+
+
+def closed_candle_us(frames: int, rounds: int = 5) -> tuple[float, float]:
+    """µs per closed candle, frame -> upsert parameters: with the exchange's strings kept
+    (the feeder's path), and through ``Decimal`` and back. Best of ``rounds``."""
+    symbols = [f"S{i}USDT" for i in range(10)]
+    decoder = FrameDecoder(kline_stream(s) for s in symbols)
+    raw = []
+    for i in range(frames):
+        symbol = symbols[i % len(symbols)]
+        candle = _closed_candle(symbol, i)
+        payload = kline_event_payload(
+            candle, event_time=candle.close_time + 1, is_closed=True, first_trade_id=1, last_trade_id=2
+        )
+        raw.append(orjson.dumps(combined(kline_stream(symbol), payload)))
+
+    def rows(through_decimal: bool) -> float:
+        started = time.perf_counter()
+        for frame in raw:
+            event = decoder.decode(load_frame(frame), 0)
+            assert isinstance(event, KlineEvent)
+            candle_columns([event.candle if through_decimal else event.row])
+        return (time.perf_counter() - started) / len(raw) * 1e6
+
+    text = min(rows(False) for _ in range(rounds))
+    decimal = min(rows(True) for _ in range(rounds))
+    return text, decimal
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window per configuration")
@@ -192,6 +255,11 @@ def main() -> None:
         asyncio.run(sv.reset_database(url, ("book_ticker", "candles_1m")))
         project_rate = asyncio.run(ceiling.asyncpg_copy_rows_per_s(url, ticks))
         del ticks
+        text_us, decimal_us = closed_candle_us(20_000)
+        print(
+            f"closed candle, frame -> upsert parameters: {text_us:.1f} µs with the exchange's strings,"
+            f" {decimal_us:.1f} µs through Decimal and back ({text_us / decimal_us:.2f} of it)"
+        )
         print(
             f"ceiling ({args.ceiling_rows:,} book_ticker rows): psql \\copy {psql_rate:,.0f} rows/s,"
             f" the feeder's COPY path (copy_book_ticks) {project_rate:,.0f} rows/s; load {sv.loadavg()}"
@@ -215,3 +283,4 @@ def main() -> None:
     result("copy_ceiling_psql_rows_per_s", psql_rate, "rows/s")
     result("copy_ceiling_project_rows_per_s", project_rate, "rows/s")
     result("ingest_ceiling_ratio", windows[""].rows_per_s / psql_rate, "ratio")
+    result("closed_candle_text_over_decimal", text_us / decimal_us, "ratio")

@@ -20,6 +20,12 @@ Two measurements of the same candles:
   frame to both sockets within a fraction of a millisecond. A lower bound comes with
   it: ``candles_1m.ingested_at`` (``now()``, the start of the feeder's upsert statement,
   which commits on its own) against the probe's wall-clock receipt time.
+
+The ceiling, in the same window: a bare round trip, ``INSERT`` of one row into a plain
+table in autocommit (so it includes the commit's WAL flush), timed in this process every
+``ROUND_TRIP_EVERY_S`` on a connection of its own. A closed candle cannot commit faster
+than that; ``latency_p99_over_round_trip`` is the probe's p99 over the round trip's p99
+(both tails, under the same load).
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from bench.common import cpu_percent, durable_cluster, machine, result
 from quaint.store.schema import apply_schema
 
 CHANNEL = "bench_candle_commits"
+ROUND_TRIP_EVERY_S = 0.05
+ROUND_TRIP_TABLE = "CREATE TABLE IF NOT EXISTS bench_round_trip (id bigserial PRIMARY KEY, at timestamptz)"
+ROUND_TRIP = "INSERT INTO bench_round_trip (at) VALUES (now())"
 TRIGGER = f"""
 CREATE OR REPLACE FUNCTION bench_notify_candle() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -86,6 +95,7 @@ async def _prepare(url: str) -> None:
     try:
         await apply_schema(conn)
         await conn.execute(TRIGGER)
+        await conn.execute(ROUND_TRIP_TABLE)
     finally:
         await conn.close()
 
@@ -105,10 +115,24 @@ async def _probe(
                 received_wall.setdefault(key, wall)
 
 
+async def _round_trips(url: str, out: list[float]) -> None:
+    """Time a bare INSERT + COMMIT every ``ROUND_TRIP_EVERY_S`` until cancelled."""
+    conn = await asyncpg.connect(url)
+    try:
+        while True:
+            started = time.monotonic()
+            await conn.execute(ROUND_TRIP)
+            out.append(time.monotonic() - started)
+            await asyncio.sleep(ROUND_TRIP_EVERY_S)
+    finally:
+        await conn.close()
+
+
 @dataclass
 class Measured:
     latencies: list[float]  # receipt -> NOTIFY delivered (s)
     lower: list[float]  # receipt -> upsert statement start (s)
+    round_trips: list[float]  # bare INSERT + COMMIT (s), during the window
     missing: int
     before: dict[sv.MetricKey, float]
     after: dict[sv.MetricKey, float]
@@ -132,7 +156,11 @@ async def _measure(
         await asyncio.sleep(warmup)
         m0 = await asyncio.to_thread(feeder.metrics)  # off the loop: the probe keeps stamping
         since = time.monotonic()
+        round_trips: list[float] = []
+        timer = asyncio.create_task(_round_trips(url, round_trips))
         await asyncio.sleep(seconds)
+        timer.cancel()
+        await asyncio.wait([timer])
         m1 = await asyncio.to_thread(feeder.metrics)
         await asyncio.sleep(1.0)  # commits of the last candles received in the window
         rows = await listener.fetch(INGESTED)
@@ -144,7 +172,7 @@ async def _measure(
     latencies, missing = match(in_window, committed, since)
     started = {(r["symbol"], int(r["t"])): float(r["at"]) for r in rows}
     lower = [started[k] - received_wall[k] for k, v in in_window.items() if v >= since and k in started]
-    return Measured(latencies, lower, missing, m0, m1)
+    return Measured(latencies, lower, round_trips, missing, m0, m1)
 
 
 def main() -> None:
@@ -179,6 +207,7 @@ def main() -> None:
     hist_p99 = sv.histogram_quantile(window, name, 0.99, **kind)
     ms = [x * 1000 for x in got.latencies]
     low = [x * 1000 for x in got.lower]
+    trip = [x * 1000 for x in got.round_trips]
     print(
         f"probe: {len(ms)} closed candles, receipt -> NOTIFY at commit p50 {percentile(ms, 0.5):.2f} ms,"
         f" p99 {percentile(ms, 0.99):.2f} ms, max {max(ms, default=float('nan')):.2f} ms,"
@@ -189,6 +218,12 @@ def main() -> None:
         f" p99 {percentile(low, 0.99):.2f} ms, max {max(low, default=float('nan')):.2f} ms"
     )
     print(
+        f"ceiling, bare INSERT + COMMIT round trip ({len(trip)} in the window):"
+        f" p50 {percentile(trip, 0.5):.2f} ms, p99 {percentile(trip, 0.99):.2f} ms;"
+        f" candle p99 / round trip p99 {percentile(ms, 0.99) / percentile(trip, 0.99):.2f}, / round trip p50"
+        f" {percentile(ms, 0.99) / percentile(trip, 0.5):.2f}"
+    )
+    print(
         f"feeder histogram: {count:.0f} candles, p50 <= {hist_p50 * 1000:g} ms, p99 <= {hist_p99 * 1000:g} ms"
         f"; feeder CPU {feeder_cpu:.0f} % of one core; load {sv.loadavg()}"
     )
@@ -197,3 +232,5 @@ def main() -> None:
     result("latency_max_ms", max(ms, default=float("nan")), "ms")
     result("latency_feeder_hist_p50_ms", hist_p50 * 1000, "ms")
     result("latency_feeder_hist_p99_ms", hist_p99 * 1000, "ms")
+    result("latency_round_trip_p99_ms", percentile(trip, 0.99), "ms")
+    result("latency_p99_over_round_trip", percentile(ms, 0.99) / percentile(trip, 0.99), "ratio")

@@ -27,9 +27,9 @@ from datetime import datetime
 import asyncpg
 import structlog
 
-from feeder.features import LOOKBACK_MINUTES, compute_features
+from feeder.core.features import LOOKBACK_MINUTES, compute_features
+from feeder.core.router import FrameRouter
 from feeder.metrics import FeederMetrics
-from feeder.router import FrameRouter
 from quaint.binance.models import MINUTE_MS, BookTick, datetime_to_ms, ms_to_datetime
 from quaint.service.logging import LogThrottle
 from quaint.store.candles import fetch_candles
@@ -118,9 +118,13 @@ class FeatureTask:
         written = 0
         async with self.pool.acquire() as conn:
             pending = await conn.fetch(
-                PENDING_MINUTES, self.symbols, self.version, self.horizon_minutes, self.max_rows,
+                PENDING_MINUTES,
+                self.symbols,
+                self.version,
+                self.horizon_minutes,
+                self.max_rows,
                 LOOKBACK_MINUTES,
-            )  # fmt: skip
+            )
             targets: dict[str, list[int]] = defaultdict(list)
             for row in pending:
                 targets[row["symbol"]].append(datetime_to_ms(row["time"]))

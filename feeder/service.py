@@ -6,7 +6,9 @@ starts :meth:`Feeder.run`, which owns every background task in one TaskGroup. On
 SIGTERM/SIGINT (``stop``): intake stops (connections closed), sampled ticks are
 flushed into the buffer, the writer drains it within ``SHUTDOWN_FLUSH_TIMEOUT_S``, then
 the pool closes and the process exits 0. A crashed task (a bug: errors we expect
-are handled where they occur) ends the TaskGroup and the process exits 1.
+are handled where they occur) ends the TaskGroup and the process exits 1; so does a
+feeder whose every connection got a fatal answer (HTTP 451, 403, 404, a malformed URL:
+nothing can ever work), after the same orderly stop.
 """
 
 from __future__ import annotations
@@ -20,19 +22,21 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from feeder.accumulator import Accumulator
-from feeder.connections import ConnectRateLimiter, plan_connections
+from feeder.core import reconnect
+from feeder.core.accumulator import Accumulator
+from feeder.core.connections import ConnectRateLimiter, plan_connections
+from feeder.core.gaps import GapDetector
+from feeder.core.health import HealthInputs, SymbolHealth, build_health
+from feeder.core.router import FrameRouter
+from feeder.core.watchdog import StaleWatchdog
 from feeder.feature_task import FeatureTask
-from feeder.gaps import GapDetector
-from feeder.health import HealthInputs, SymbolHealth, build_health
 from feeder.metrics import FeederMetrics, StateCollector
-from feeder.router import FrameRouter
 from feeder.settings import FeederSettings
 from feeder.stream import ConnectionSlot, Connector
-from feeder.watchdog import StaleWatchdog
 from feeder.writer import Sender, wall_ms
 from quaint.binance.models import datetime_to_ms
-from quaint.service.http import HealthReport, create_service_app
+from quaint.service.health import HealthReport
+from quaint.service.http import create_service_app
 from quaint.service.retry import jittered_backoff
 from quaint.service.runtime import bound_port, start_http
 from quaint.store.pool import DatabaseUnavailable, create_pool
@@ -62,7 +66,7 @@ class Feeder:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.reconnect_delays = reconnect_delays or (
-            lambda: jittered_backoff(s.websocket_reconnect_interval_s, s.websocket_reconnect_max_s)
+            lambda: reconnect.reconnect_delays(s.websocket_reconnect_interval_s, s.websocket_reconnect_max_s)
         )
         self.db_retry_delays = db_retry_delays or (
             lambda: jittered_backoff(s.db_retry_interval_s, s.db_retry_max_s)
@@ -73,6 +77,7 @@ class Feeder:
             linger_s=s.batch_timeout_s,
             max_batch_rows=s.batch_max_rows,
             max_buffered=s.max_buffered_rows,
+            signal=asyncio.Event,
         )
         self.gaps = GapDetector(s.gap_detection_threshold_s)
         self.watchdog = StaleWatchdog(s.stale_timeout_s)
@@ -82,21 +87,34 @@ class Feeder:
         self.metrics = FeederMetrics.create(self.registry)
         self.registry.register(
             StateCollector(
-                self.router, self.acc, self.watchdog, self.symbols,
+                self.router,
+                self.acc,
+                self.watchdog,
+                self.symbols,
                 connections_open=lambda: sum(slot.state.open_connections for slot in self.slots),
                 database_up=lambda: self.sender is None or self.sender.connected,
                 clock=clock,
             )
-        )  # fmt: skip
+        )
         self.sender: Sender | None = None
         self.features: FeatureTask | None = None
         self.slots: list[ConnectionSlot] = []
         self._slot_of = {sym: plan.index for plan in self.plans for sym in plan.symbols}
         self._stop = asyncio.Event()
+        self.fatal: str | None = None  # set when every connection was refused for good
         self.started_at = clock()
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def _slot_stopped(self) -> None:
+        """A slot got a fatal answer. When none is left, nothing can ever flow: stop
+        (and exit non-zero); otherwise the others go on and /health says why."""
+        reasons = [slot.state.fatal for slot in self.slots]
+        if reasons and all(reason is not None for reason in reasons):
+            self.fatal = "; ".join(sorted({str(reason) for reason in reasons}))
+            log.error("feeder_cannot_run", reason=self.fatal, connections=len(self.slots))
+            self._stop.set()
 
     async def prepare(self, pool: asyncpg.Pool) -> None:
         """Schema, then each symbol's newest stored minute as the gap baseline (so the
@@ -114,16 +132,32 @@ class Feeder:
             pool, self.acc, self.metrics, retry_delays=self.db_retry_delays, clock=self.clock
         )
         self.features = FeatureTask(
-            pool, self.symbols, s.feature_version, s.feature_cache_interval_s, s.feature_horizon_minutes,
-            self.router, self.metrics, clock=self.clock,
-        )  # fmt: skip
+            pool,
+            self.symbols,
+            s.feature_version,
+            s.feature_cache_interval_s,
+            s.feature_horizon_minutes,
+            self.router,
+            self.metrics,
+            clock=self.clock,
+        )
         self.slots = [
             ConnectionSlot(
-                plan, s, self.router, self.acc, sender, self.gaps, self.watchdog, self.limiter, self.metrics,
-                reconnect_delays=self.reconnect_delays, connector=self.connector, clock=self.clock,
+                plan,
+                s,
+                self.router,
+                self.acc,
+                self.gaps,
+                self.watchdog,
+                self.limiter,
+                self.metrics,
+                reconnect_delays=self.reconnect_delays,
+                on_fatal=self._slot_stopped,
+                connector=self.connector,
+                clock=self.clock,
             )
             for plan in self.plans
-        ]  # fmt: skip
+        ]
         async with asyncio.TaskGroup() as tg:
             sender_task = tg.create_task(sender.run(), name="sender")
             aux = [
@@ -143,7 +177,7 @@ class Feeder:
                 task.cancel()
             await asyncio.wait(intake)
             self.router.flush_samples(wall_ms(), self.clock(), force=True)
-            sender.close()
+            self.acc.close()
             try:
                 async with asyncio.timeout(s.shutdown_flush_timeout_s):
                     await asyncio.wait([sender_task])
@@ -174,6 +208,11 @@ class Feeder:
                 connections_planned=len(self.plans),
                 database_connected=connected,
                 shedding_drops=not connected and bool(self.acc.ledger),
+                refused=[
+                    f"connection {slot.plan.index}: {slot.state.fatal}"
+                    for slot in self.slots
+                    if slot.state.fatal is not None
+                ],
                 candles_processed=0 if sender is None else sender.candles_written,
                 uptime_s=now - self.started_at,
                 symbols=[
@@ -254,4 +293,4 @@ async def serve(
     if error is not None:
         log.error("feeder_failed", exc_info=error)
         return 1
-    return 0
+    return 0 if feeder.fatal is None else 1

@@ -13,13 +13,10 @@ Two clocks are involved and the names say which:
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator, model_validator
 
+from feeder.core.connections import BookTickerMode
 from quaint.service.settings import Settings
-
-BookTickerMode = Literal["all", "sampled", "off"]
 
 # Binance: at most 1024 streams per connection.
 MAX_STREAMS_PER_CONNECTION = 1024

@@ -2,10 +2,15 @@
 
 A slot keeps its streams flowing forever:
 
-* **reconnect**: any transport failure (classified: ``OPEN_ERRORS`` to open,
+* **reconnect**: any transport failure (``OPEN_ERRORS`` to open,
   ``ConnectionClosed``/``OSError`` while reading) or a stale symbol ends the
-  connection; the slot waits the next injected backoff delay and opens a new one. Gap
-  detection then compares each symbol's last closed minute with its first new one.
+  connection; the slot waits the next injected delay (the first within a second, then
+  backing off: :mod:`feeder.core.reconnect`) and opens a new one. Gap detection then
+  compares each symbol's last closed minute with its first new one.
+* **a fatal answer** to an open (451, 403, 404, a malformed URL; classified once by
+  :func:`feeder.core.reconnect.classify_open_failure`) stops the slot: one error line,
+  the reason in ``/health``, and ``on_fatal`` so that the feeder can exit when no slot
+  is left. 429/418 wait out ``Retry-After``; everything else backs off.
 * **rollover**: before the connection reaches ``ws_max_connection_age_s``, or when the
   server announces ``serverShutdown``, a replacement is opened *while the old one
   keeps reading*; the old one is closed once the replacement has delivered a frame.
@@ -25,24 +30,30 @@ from typing import Any
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidStatus,
+    InvalidURI,
+    WebSocketException,
+)
 
-from feeder.accumulator import Accumulator
-from feeder.connections import ConnectionPlan, ConnectRateLimiter
-from feeder.events import reconnect_event
-from feeder.gaps import GapDetector
+from feeder.core.accumulator import Accumulator
+from feeder.core.connections import ConnectionPlan, ConnectRateLimiter
+from feeder.core.events import reconnect_event
+from feeder.core.gaps import GapDetector
+from feeder.core.reconnect import OpenAction, OpenVerdict, classify_open_failure
+from feeder.core.router import BadFrame, FrameRouter, Outcome
+from feeder.core.watchdog import StaleWatchdog
 from feeder.metrics import FeederMetrics
-from feeder.router import FrameRouter, Outcome
 from feeder.settings import FeederSettings
-from feeder.watchdog import StaleWatchdog
-from feeder.writer import Sender
 from quaint.service.logging import LogThrottle
-from quaint.service.retry import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
-# Failing to open a connection: refused/reset, handshake timeout, HTTP error (429/418...).
-OPEN_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, WebSocketException)
+# Failing to open a connection: refused/reset, handshake timeout, HTTP error (429/418...),
+# a URL that cannot be used (InvalidURI; ValueError from the URL parser: a bad port...).
+OPEN_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, WebSocketException, ValueError)
 # A connection dying while being read.
 READ_ERRORS: tuple[type[BaseException], ...] = (ConnectionClosed, OSError, TimeoutError, WebSocketException)
 Connector = Callable[[str], Any]  # url -> awaitable ClientConnection (injectable for tests)
@@ -66,6 +77,19 @@ class SlotState:
     open_connections: int = 0
     connections_opened: int = 0
     reconnects: int = 0
+    fatal: str | None = None  # why the slot stopped for good
+
+
+def open_verdict(exc: BaseException) -> OpenVerdict:
+    """The one place an open error's type and status are looked at."""
+    if isinstance(exc, InvalidURI | ValueError):
+        return classify_open_failure(malformed_url=True, error=str(exc)[:200])
+    if isinstance(exc, InvalidStatus):
+        response = exc.response
+        return classify_open_failure(
+            status=response.status_code, retry_after=response.headers.get("Retry-After"), error=str(exc)[:200]
+        )
+    return classify_open_failure(error=f"{type(exc).__name__}: {exc}"[:300])
 
 
 class ConnectionSlot:
@@ -75,13 +99,13 @@ class ConnectionSlot:
         settings: FeederSettings,
         router: FrameRouter,
         acc: Accumulator,
-        sender: Sender,
         gaps: GapDetector,
         watchdog: StaleWatchdog,
         limiter: ConnectRateLimiter,
         metrics: FeederMetrics,
         *,
         reconnect_delays: Callable[[], Iterator[float]],
+        on_fatal: Callable[[], None] = lambda: None,
         connector: Connector | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -91,12 +115,12 @@ class ConnectionSlot:
         self.symbols = list(plan.symbols)
         self.router = router
         self.acc = acc
-        self.sender = sender
         self.gaps = gaps
         self.watchdog = watchdog
         self.limiter = limiter
         self.metrics = metrics
         self.reconnect_delays = reconnect_delays
+        self.on_fatal = on_fatal
         self.connector = connector or self._connect
         self.clock = clock
         self.state = SlotState()
@@ -119,10 +143,13 @@ class ConnectionSlot:
     # ---- lifecycle ----
 
     async def run(self) -> None:
-        """Keep the streams flowing until cancelled (then close whatever is open)."""
+        """Keep the streams flowing until cancelled (then close whatever is open), or
+        until a fatal answer (``state.fatal``) stops the slot."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             await self._supervise_forever()
+        if self.state.fatal is not None:
+            self.on_fatal()
 
     async def _supervise_forever(self) -> None:
         delays = self.reconnect_delays()
@@ -134,6 +161,8 @@ class ConnectionSlot:
             while True:
                 if current is None:
                     current = await self._open_with_backoff(delays)
+                    if current is None:
+                        return  # a fatal answer
                 ending = await self._watch(current)
                 if ending in ("age", "server_shutdown"):
                     self.metrics.rollovers.labels(ending).inc()
@@ -143,6 +172,8 @@ class ConnectionSlot:
                     if replacement is not None:
                         current = replacement
                         continue
+                    if self.state.fatal is not None:
+                        return  # the replacement got a fatal answer: so would every reconnect
                     ending = current.ended or "rollover failed"
                 # A failure: the stream was interrupted.
                 if self.clock() - current.opened_at >= self.settings.ws_stable_after_s and current.delivered:
@@ -188,24 +219,32 @@ class ConnectionSlot:
         self.watchdog.arm(self.symbols, conn.opened_at)
         return conn
 
-    async def _open_with_backoff(self, delays: Iterator[float]) -> Conn:
+    async def _open_with_backoff(self, delays: Iterator[float]) -> Conn | None:
+        """A new connection, retrying failures; ``None`` after a fatal answer."""
         while True:
             try:
                 conn = await self._open()
             except OPEN_ERRORS as exc:
-                error = f"open failed: {type(exc).__name__}: {exc}"[:300]
                 self.metrics.reconnects.labels("open_failed").inc()
+                verdict = open_verdict(exc)
+                if verdict.fatal:
+                    self._stop_for_good(verdict)
+                    return None
                 delay = next(delays)
-                if isinstance(exc, InvalidStatus) and exc.response.status_code in (418, 429):
-                    # Rate limited (429) or banned (418): honour Retry-After.
-                    header = exc.response.headers.get("Retry-After")
-                    delay = max(delay, parse_retry_after(header, delay))
-                self.log.warning("ws_open_failed", error=error, retry_in_s=round(delay, 3))
+                if verdict.action is OpenAction.RETRY_AFTER:
+                    delay = max(delay, verdict.retry_after_s)
+                self.log.warning("ws_open_failed", error=verdict.reason, retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
                 continue
             self.state.connected = True
             self.log.info("ws_connected", number=conn.number, url_streams=len(self.plan.streams))
             return conn
+
+    def _stop_for_good(self, verdict: OpenVerdict) -> None:
+        self.state.fatal = verdict.reason
+        self.state.connected = False
+        base = self.settings.binance_ws_url
+        self.log.error("ws_refused_for_good", reason=verdict.reason, url=base, streams=len(self.plan.streams))
 
     async def _close(self, conn: Conn, *, graceful: bool) -> None:
         """Close handshake for a healthy connection (rollover, shutdown); a failed or
@@ -262,10 +301,15 @@ class ConnectionSlot:
             try:
                 new = await self._open()
             except OPEN_ERRORS as exc:
-                self.log.warning("ws_rollover_open_failed", error=str(exc)[:300])
+                verdict = open_verdict(exc)
+                if verdict.fatal:
+                    self._stop_for_good(verdict)
+                    return None
+                self.log.warning("ws_rollover_open_failed", error=verdict.reason)
                 if old.reader is not None and old.reader.done():
                     return None
-                await asyncio.sleep(next(delays))
+                delay = next(delays)
+                await asyncio.sleep(max(delay, verdict.retry_after_s))
                 continue
             try:
                 async with asyncio.timeout(self.settings.ws_rollover_timeout_s):
@@ -287,7 +331,7 @@ class ConnectionSlot:
     # ---- reading ----
 
     async def _read(self, conn: Conn) -> None:
-        acc, sender = self.acc, self.sender
+        space = self.acc.space_free
         on_frame = self.router.on_frame
         clock = self.clock
         recv = conn.ws.recv
@@ -296,16 +340,19 @@ class ConnectionSlot:
                 # Bytes, not str: orjson parses UTF-8 directly (invalid UTF-8 is then a
                 # malformed frame), so websockets' per-frame decoding step is skipped.
                 raw = await recv(False)
-                outcome = on_frame(raw, time.time_ns() // 1_000_000, clock())
-                if outcome <= Outcome.DUPLICATE:  # data: the common case
+                routed = on_frame(raw, time.time_ns() // 1_000_000, clock())
+                if isinstance(routed, BadFrame):
+                    self._on_bad_frame(routed)
+                elif routed <= Outcome.DUPLICATE:  # data: the common case
                     if not conn.delivered:
                         conn.delivered = True
                         conn.changed.set()
-                    # Only a frame that added a row can have filled the buffer.
-                    if (outcome is Outcome.TICK or outcome is Outcome.CANDLE) and acc.over_limit:
-                        await sender.wait_for_space()
+                    # Backpressure: the accumulator clears ``space_free`` when a row
+                    # filled the buffer (never during an outage: it sheds then).
+                    while not space.is_set():
+                        await space.wait()
                 else:
-                    self._on_control(conn, outcome)
+                    self._on_control(conn, routed)
         except ConnectionClosedOK:
             conn.ended = "closed by server"
         except READ_ERRORS as exc:
@@ -318,24 +365,17 @@ class ConnectionSlot:
             conn.shutdown_notice = True
             conn.changed.set()
             self.log.info("ws_server_shutdown_notice", number=conn.number)
-            return
-        if outcome is Outcome.CONTROL:
-            if not conn.delivered:
-                conn.delivered = True
-                conn.changed.set()
-            return
-        key = outcome.name.lower()
-        allowed, suppressed = self._throttle.allow(key, self.clock())
+        elif not conn.delivered:  # CONTROL: an answer to a request proves the connection works
+            conn.delivered = True
+            conn.changed.set()
+
+    def _on_bad_frame(self, bad: BadFrame) -> None:
+        allowed, suppressed = self._throttle.allow(bad.outcome.name, self.clock())
         if not allowed:
             return
-        if outcome is Outcome.MALFORMED:
-            err = self.router.last_error
+        if bad.outcome is Outcome.MALFORMED:
             self.log.warning(
-                "ws_malformed_frame",
-                field=err.field if err else None,
-                reason=err.reason[:200] if err else None,
-                suppressed=suppressed,
+                "ws_malformed_frame", field=bad.field, reason=bad.reason[:200], suppressed=suppressed
             )
         else:
-            reason = self.router.unexpected_reason
-            self.log.warning("ws_unexpected_frame", reason=reason, suppressed=suppressed)
+            self.log.warning("ws_unexpected_frame", reason=bad.reason, suppressed=suppressed)

@@ -1,8 +1,12 @@
-"""The sender: the one task that moves batches from the accumulator into the database.
+"""The sender: the tasks that move batches from the accumulator into the database.
 
-Each batch commits its candles first (one idempotent upsert statement, for latency),
-then its book ticks and quality events in one transaction, so a retried batch never
-half-repeats: book ticks have no key to make a repeat harmless (see ``_commit``).
+The main lane writes every kind of row: each batch commits its candles first (one
+idempotent upsert statement, for latency), then its book ticks and quality events in
+one transaction, so a retried batch never half-repeats: book ticks have no key to make
+a repeat harmless (see ``_commit``). Beside it, ``EXPRESS_LANES`` lanes write closed
+candles alone (``Accumulator.poll_candles``) while the database is up, each on a pool
+connection of its own, so that a candle arriving during a write in flight (a tick COPY,
+another candle's commit) starts its own write at once instead of waiting for that one.
 
 Errors are handled by their class (:mod:`quaint.store.errors`):
 
@@ -15,7 +19,8 @@ Errors are handled by their class (:mod:`quaint.store.errors`):
 * connection lost or a server error (unreachable, restarting, a write timeout; or a
   schema missing, disk full, read-only): the database is unavailable. The batch goes
   back to the front of the buffer, the accumulator starts shedding (readers keep
-  reading), /health turns degraded, and the write is retried with the injected backoff.
+  reading), /health turns degraded, and the write is retried with the injected backoff
+  (by the main lane alone: the express lanes stand down until the database is back).
   On the first success a ``db_unavailable`` event records the outage, plus what was
   dropped.
 """
@@ -29,17 +34,25 @@ from collections.abc import Callable, Iterator
 import asyncpg
 import structlog
 
-from feeder.accumulator import Accumulator, Batch
-from feeder.events import drop_events, outage_event
+from feeder.core.accumulator import Accumulator, Batch
+from feeder.core.events import drop_events, outage_event
 from feeder.metrics import FeederMetrics
 from quaint.service.logging import LogThrottle
 from quaint.service.retry import jittered_backoff
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import upsert_candles
 from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
-from quaint.store.quality import QualityEvent, log_event
+from quaint.store.quality import log_event
+from quaint.store.quality_event import QualityEvent
+from quaint.store.textcopy import TextEncoder
 
 log = structlog.get_logger(__name__)
+
+# Closed candles of a minute arrive together (every symbol closes at once) and in a few
+# socket reads: two lanes beside the main one start each read's candles at once. Each
+# holds a pool connection only while it writes (DB_POOL_MAX_SIZE 5: main lane, two
+# express lanes, the feature task).
+EXPRESS_LANES = 2
 
 GAP_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM data_quality_logs WHERE event_type = 'gap_detected'
@@ -72,6 +85,22 @@ def split(batch: Batch) -> tuple[Batch, Batch]:
     return first, second
 
 
+class _Delays:
+    """One lane's retry delays: the injected policies, restarted after each success."""
+
+    def __init__(
+        self, retry: Callable[[], Iterator[float]], transient: Callable[[], Iterator[float]]
+    ) -> None:
+        self._policies = retry, transient
+        self.reset()
+
+    def reset(self) -> None:
+        self._retry, self._transient = self._policies[0](), self._policies[1]()
+
+    def after(self, failure: DbErrorClass) -> float:
+        return next(self._transient if failure is DbErrorClass.TRANSIENT else self._retry)
+
+
 class Sender:
     def __init__(
         self,
@@ -82,6 +111,7 @@ class Sender:
         retry_delays: Callable[[], Iterator[float]],
         transient_delays: Callable[[], Iterator[float]] = lambda: jittered_backoff(0.05, 1.0),
         write_timeout_s: float = 30.0,
+        express_lanes: int = EXPRESS_LANES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
@@ -90,56 +120,65 @@ class Sender:
         self.retry_delays = retry_delays
         self.transient_delays = transient_delays
         self.write_timeout_s = write_timeout_s
+        self.express_lanes = express_lanes
         self.clock = clock
         self.connected = True
         self.candles_written = 0
         self.last_candle_written: int | None = None  # newest open time committed
-        self._wake = asyncio.Event()
-        acc.notify = self._wake.set
-        self._space = asyncio.Event()
+        self._text = TextEncoder()  # the COPY text of seconds and symbols, kept across batches
         self._outage_started: int | None = None
         self._outage_error = ""
         self._outage_peak = 0
         self._throttle = LogThrottle(interval_s=30.0, burst=3)
 
-    # ---- reader side ----
-
-    async def wait_for_space(self) -> None:
-        """Backpressure: readers park here while the buffer is over its bound."""
-        while self.acc.over_limit:
-            self._space.clear()
-            await self._space.wait()
-
-    # ---- the loop ----
+    # ---- the lanes ----
 
     async def run(self) -> None:
-        """Write batches until ``close()`` was called and the buffer is empty."""
-        delays, transient = self.retry_delays(), self.transient_delays()
+        """Write batches until the accumulator is closed and finished."""
+        async with asyncio.TaskGroup() as tg:
+            for lane in range(self.express_lanes):
+                tg.create_task(self._express(), name=f"sender-express-{lane}")
+            await self._main()
+
+    async def _main(self) -> None:
+        acc = self.acc
+        delays = _Delays(self.retry_delays, self.transient_delays)
         while True:
             now = self.clock()
-            if self.acc.ready(now):
-                batch = self.acc.drain()
-                self._space.set()
-                failure = await self._write(batch)
-                if failure is None:
-                    delays, transient = self.retry_delays(), self.transient_delays()
-                else:
-                    await asyncio.sleep(next(transient if failure is DbErrorClass.TRANSIENT else delays))
+            batch = acc.poll(now)
+            if batch is not None:
+                await self._write_settled(batch, delays)
                 continue
-            if self.acc.closing and len(self.acc) == 0:
+            if acc.finished:
                 return
-            deadline = self.acc.next_deadline()
-            self._wake.clear()
+            deadline = acc.next_deadline()
             try:
                 async with asyncio.timeout(None if deadline is None else max(0.0, deadline - now)):
-                    await self._wake.wait()
+                    await acc.batch_ready.wait()
             except TimeoutError:
                 pass
 
-    def close(self) -> None:
-        """Stop lingering: everything buffered is flushed as fast as possible."""
-        self.acc.closing = True
-        self._wake.set()
+    async def _express(self) -> None:
+        acc = self.acc
+        delays = _Delays(self.retry_delays, self.transient_delays)
+        while True:
+            batch = acc.poll_candles()
+            if batch is None:
+                if acc.closing:
+                    return  # the main lane flushes what is left
+                await acc.candles_ready.wait()
+                continue
+            # A failed batch is put back: the main lane retries it, this lane waits its turn.
+            await self._write_settled(batch, delays)
+
+    async def _write_settled(self, batch: Batch, delays: _Delays) -> None:
+        """Write a polled batch and settle it; after a failure, wait the lane's next delay."""
+        failure = await self._write(batch)
+        self.acc.settle()
+        if failure is None:
+            delays.reset()
+        else:
+            await asyncio.sleep(delays.after(failure))
 
     # ---- one batch ----
 
@@ -188,11 +227,11 @@ class Sender:
             if batch.events:
                 async with conn.transaction():
                     if batch.ticks:
-                        await copy_book_ticks(conn, batch.ticks)
+                        await copy_book_ticks(conn, batch.ticks, self._text)
                     for event in batch.events:
                         await self._log_event(conn, event)
             elif batch.ticks:
-                await copy_book_ticks(conn, batch.ticks)  # one COPY: atomic on its own
+                await copy_book_ticks(conn, batch.ticks, self._text)  # one COPY: atomic on its own
 
     async def _log_event(self, conn: asyncpg.Connection, event: QualityEvent) -> None:
         # A retried batch whose first commit did land (acknowledgement lost) or a
@@ -264,9 +303,7 @@ class Sender:
             self._outage_started = wall_ms()
             self._outage_error = error
             self._outage_peak = 0
-            self.acc.shedding = True
-            self.acc.enforce_bound()
-            self._space.set()  # parked readers switch to shedding
+            self.acc.begin_outage()  # parked readers switch to shedding
             log.warning("database_unavailable", error=error, buffered=len(self.acc))
         else:
             allowed, suppressed = self._throttle.allow("unavailable", self.clock())
@@ -278,12 +315,11 @@ class Sender:
 
     def _recovered(self) -> None:
         self.connected = True
-        self.acc.shedding = False
+        report = self.acc.end_outage()
         now = self.clock()
         ended = wall_ms()
         started = self._outage_started or ended
         self.acc.add_event(outage_event(started, ended, self._outage_peak, self._outage_error), now)
-        report = self.acc.ledger.take()
         if report is not None:
             for event in drop_events(report):
                 self.acc.add_event(event, now)

@@ -33,7 +33,8 @@ from gap_handler.validation import (
     parse_symbol,
 )
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
-from quaint.service.http import HealthReport, create_service_app, json_error, json_response
+from quaint.service.health import HealthReport
+from quaint.service.http import create_service_app, json_error, json_response
 from quaint.store.errors import DB_ERRORS
 
 log = structlog.get_logger(__name__)

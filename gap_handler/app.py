@@ -30,7 +30,7 @@ from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
 from quaint.binance.models import ms_to_datetime
 from quaint.binance.rest_client import RestClient
-from quaint.service.http import HealthReport
+from quaint.service.health import HealthReport
 from quaint.service.retry import jittered_backoff
 from quaint.store.errors import DB_ERRORS
 from quaint.store.pool import connect_kwargs, create_pool

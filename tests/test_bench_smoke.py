@@ -32,10 +32,11 @@ FIGURES = {
         for kind in ("msgs", "rows")
         for suffix in ("", "_default", "_asyncio", "_mix")
     }
-    | {"copy_ceiling_psql_rows_per_s", "copy_ceiling_project_rows_per_s", "ingest_ceiling_ratio"},
+    | {"copy_ceiling_psql_rows_per_s", "copy_ceiling_project_rows_per_s", "ingest_ceiling_ratio"}
+    | {"closed_candle_text_over_decimal"},
     "latency": {
         "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "latency_feeder_hist_p50_ms",
-        "latency_feeder_hist_p99_ms",
+        "latency_feeder_hist_p99_ms", "latency_round_trip_p99_ms", "latency_p99_over_round_trip",
     },
     "backfill": {
         "backfill_candles_per_s", "backfill_ratio_to_cap", "backfill_uncapped_candles_per_s",

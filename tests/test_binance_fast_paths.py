@@ -2,9 +2,10 @@
 
 * ``parse_decimal``'s fast path (strings starting with an ASCII digit) against the
   reference rules: same value or the same refusal, for any input;
-* ``open_kline_symbol`` (open candle updates, numbers not converted) names a symbol
-  only for frames the full parse accepts as an open ``1m`` kline of that symbol, or
-  refuses for one of the numbers it skipped;
+* ``FrameDecoder.decode`` answers ``OPEN_KLINE`` (open candle updates, numbers not
+  converted) only for frames the full parse accepts as an open ``1m`` kline of one of its
+  symbols, or refuses for one of the numbers it skipped; for every other frame it decides
+  exactly as the full parse;
 * the bookTicker fast path gives the same tick as the field-by-field path.
 """
 
@@ -20,12 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quaint.binance.decoder import OPEN_KLINE, FrameDecoder, OpenKline
 from quaint.binance.errors import ProtocolError
-from quaint.binance.models import BookTick, KlineEvent
+from quaint.binance.models import BookTick, Event, KlineEvent
 from quaint.binance.parse import (
     decode_frame,
     frame_from_json,
-    open_kline_symbol,
     parse_book_ticker,
     parse_decimal,
     parse_int,
@@ -36,7 +37,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "binance"
 OPEN = json.loads((FIXTURES / "ws_combined_kline_1m_open_last_before_close.json").read_text())
 CLOSED = json.loads((FIXTURES / "ws_combined_kline_1m_closed.json").read_text())
 BOOK = json.loads((FIXTURES / "ws_combined_bookTicker.json").read_text())
-# What open_kline_symbol does not look at: an error there may only name one of these.
+# What the open-kline shortcut does not look at: an error there may only name one of these.
 SKIPPED = {"E", "k.t", "k.T", "k.f", "k.L", "k.n", "k.o", "k.c", "k.h", "k.l", "k.v", "k.q", "k.V", "k.Q"}
 SKIPPED |= {"k.close_time", "k.high/low"}
 
@@ -70,9 +71,13 @@ def outcome(value: object) -> Decimal | str:
         return parse_decimal(value, "x")
     except ProtocolError as exc:
         reasons = (
-            "expected a decimal string", "too long", "not a decimal", "not a finite", "negative",
+            "expected a decimal string",
+            "too long",
+            "not a decimal",
+            "not a finite",
+            "negative",
             "range NUMERIC",
-        )  # fmt: skip
+        )
         return next(k for k in reasons if k in exc.reason)
 
 
@@ -90,19 +95,37 @@ def test_decimal_fast_path_decides_as_the_rules(value: Any) -> None:
         assert isinstance(expected, Decimal) and got.as_tuple() == expected.as_tuple()
 
 
-def test_open_kline_symbol_after_the_stream_was_seen_once() -> None:
-    raw = orjson.dumps(OPEN)
-    event = decode_frame(raw, 0).event  # the full parse validates (and remembers) the names
-    assert isinstance(event, KlineEvent) and not event.is_closed
-    assert open_kline_symbol(orjson.loads(raw)) == "FTMUSDT"
-    assert open_kline_symbol(OPEN["data"]) == "FTMUSDT"  # a raw /ws payload
-    assert open_kline_symbol(CLOSED) is None
-    assert open_kline_symbol(BOOK) is None
-    assert open_kline_symbol({**OPEN, "stream": "btcusdt@kline_1m"}) is None  # another symbol's stream
-    assert open_kline_symbol({**OPEN, "stream": "neverseen@kline_1m"}) is None  # not validated yet
+DECODER = FrameDecoder(["ftmusdt@kline_1m", "ftmusdt@bookTicker"])  # the fixtures' symbol, subscribed
+
+
+def decided(decoder: FrameDecoder, frame: object) -> Event | OpenKline | str:
+    """What ``decoder`` makes of ``frame``; a refusal as the field it names."""
+    try:
+        return decoder.decode(frame, 0)
+    except ProtocolError as exc:
+        return exc.field
+
+
+def test_open_klines_of_subscribed_streams_skip_the_numbers() -> None:
+    assert decided(DECODER, OPEN) is OPEN_KLINE
+    assert decided(DECODER, OPEN["data"]) is OPEN_KLINE  # a raw /ws payload
+    assert decided(FrameDecoder(), OPEN) is not OPEN_KLINE  # a decoder told no streams parses in full
+    assert decided(DECODER, CLOSED) is not OPEN_KLINE
+    assert decided(DECODER, BOOK) is not OPEN_KLINE
+    assert (
+        decided(DECODER, {**OPEN, "stream": "btcusdt@kline_1m"}) is not OPEN_KLINE
+    )  # another symbol's stream
+    assert decided(DECODER, {**OPEN, "stream": "neverseen@kline_1m"}) is not OPEN_KLINE  # not subscribed
     five = {**OPEN, "data": {**OPEN["data"], "k": {**OPEN["data"]["k"], "i": "5m"}}}
-    assert open_kline_symbol(five) is None
-    assert open_kline_symbol([OPEN]) is None
+    assert decided(DECODER, five) is not OPEN_KLINE
+    assert decided(DECODER, [OPEN]) is not OPEN_KLINE
+    event = decided(DECODER, CLOSED)
+    assert isinstance(event, KlineEvent) and event == frame_from_json(CLOSED, 0).event
+
+
+def test_a_decoder_refuses_a_stream_name_that_is_not_one() -> None:
+    with pytest.raises(ValueError, match="not a stream name"):
+        FrameDecoder(["BTCUSDT@kline_1m"])
 
 
 def _mutated(frame: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -120,22 +143,25 @@ def _mutated(frame: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(mutate, where, st.sampled_from(keys), scalars, st.booleans())
 
 
-@settings(max_examples=3000, deadline=None)
-@given(_mutated(OPEN))
-def test_open_kline_shortcut_never_hides_what_the_full_parse_would_decide(frame: dict[str, Any]) -> None:
-    decode_frame(orjson.dumps(OPEN), 0)  # the stream name is known, as on a live connection
-    symbol = open_kline_symbol(frame)
-    if symbol is None:
-        return  # the full parse decides
+def full_parse(frame: object) -> Event | str:
     try:
-        event = frame_from_json(frame, 0).event
+        return frame_from_json(frame, 0).event
     except ProtocolError as exc:
-        refused: str | None = exc.field
+        return exc.field
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_mutated(OPEN) | _mutated(CLOSED))
+def test_the_decoder_never_hides_what_the_full_parse_would_decide(frame: dict[str, Any]) -> None:
+    fast, full = decided(DECODER, frame), full_parse(frame)
+    if fast is not OPEN_KLINE:
+        assert fast == full  # the same event, or a refusal naming the same field
+        return
+    if isinstance(full, str):
+        assert full in SKIPPED  # refused only for a number the shortcut skipped
     else:
-        refused = None
-        assert isinstance(event, KlineEvent)
-        assert (event.symbol, event.interval, event.is_closed) == (symbol, "1m", False)
-    assert refused is None or refused in SKIPPED
+        assert isinstance(full, KlineEvent)
+        assert (full.symbol, full.interval, full.is_closed) == ("FTMUSDT", "1m", False)
 
 
 def reference_book(data: dict[str, Any], received_at: int) -> BookTick:
@@ -147,9 +173,14 @@ def reference_book(data: dict[str, Any], received_at: int) -> BookTick:
         return data[key]
 
     return BookTick(
-        parse_symbol(get("s"), "s"), parse_int(get("u"), "u"), parse_decimal(get("b"), "b"),
-        parse_decimal(get("B"), "B"), parse_decimal(get("a"), "a"), parse_decimal(get("A"), "A"), received_at,
-    )  # fmt: skip
+        parse_symbol(get("s"), "s"),
+        parse_int(get("u"), "u"),
+        parse_decimal(get("b"), "b"),
+        parse_decimal(get("B"), "B"),
+        parse_decimal(get("a"), "a"),
+        parse_decimal(get("A"), "A"),
+        received_at,
+    )
 
 
 def _decide(parse: Any, data: dict[str, Any]) -> BookTick | str:

@@ -122,7 +122,13 @@ async def test_stalled_stream_is_recycled_by_the_watchdog(db_url: str) -> None:
 @pytest.mark.slow
 async def test_feed_gap_gives_exactly_the_missing_minutes(db_url: str) -> None:
     gap_start, gap_end = FIRST + 3 * MINUTE_MS, FIRST + 5 * MINUTE_MS  # minutes 3 and 4 never sent
-    async with gap_notifications(db_url) as notes, sim_and_feeder(db_url, SYMBOLS) as (s, f):
+    # The stream is silent for 3 simulated minutes (3 wall s): with the default 2.5 s the
+    # watchdog would recycle the connection mid-gap, and a reconnect landing after minute
+    # 5's final would lose it too (a race, not what this test is about).
+    async with (
+        gap_notifications(db_url) as notes,
+        sim_and_feeder(db_url, SYMBOLS, stale_stream_timeout_s=10.0) as (s, f),
+    ):
         s.faults.add_feed_gap(gap_start, gap_end)
         end = FIRST + 8 * MINUTE_MS
         await until_sim(s, end + 2_000)

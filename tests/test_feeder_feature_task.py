@@ -8,17 +8,19 @@ else may be recomputed again and again.
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from feeder.accumulator import Accumulator
+from feeder.core.accumulator import Accumulator
+from feeder.core.features import LOOKBACK_MINUTES, compute_features
+from feeder.core.gaps import GapDetector
+from feeder.core.router import FrameRouter
+from feeder.core.watchdog import StaleWatchdog
 from feeder.feature_task import FeatureTask
-from feeder.features import LOOKBACK_MINUTES, compute_features
-from feeder.gaps import GapDetector
 from feeder.metrics import FeederMetrics
-from feeder.router import FrameRouter
 from feeder.testing import T0, candle
-from feeder.watchdog import StaleWatchdog
 from quaint.binance.models import MINUTE_MS, Candle, datetime_to_ms
 from quaint.store.candles import upsert_candles
 
@@ -27,7 +29,9 @@ HOLE = 150
 
 
 def _task(pool: asyncpg.Pool) -> FeatureTask:
-    acc = Accumulator(batch_size=10, linger_s=1.0, max_batch_rows=100, max_buffered=1000)
+    acc = Accumulator(
+        batch_size=10, linger_s=1.0, max_batch_rows=100, max_buffered=1000, signal=asyncio.Event
+    )
     router = FrameRouter([SYMBOL], "all", acc, GapDetector(70), StaleWatchdog(60))
     return FeatureTask(pool, [SYMBOL], "v1", 60.0, 180, router, FeederMetrics.create(CollectorRegistry()))
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feeder import features as F
+from feeder.core import features as F
 from feeder.testing import T0, candle, tick
 from quaint.binance.models import MINUTE_MS, BookTick, Candle
 
@@ -160,10 +160,13 @@ positive = st.decimals(min_value="0.00000001", max_value="1000000", places=8, al
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.tuples(positive, st.decimals(min_value=0, max_value="1000", places=8), st.integers(0, 5)),
-             min_size=1, max_size=80),
+    st.lists(
+        st.tuples(positive, st.decimals(min_value=0, max_value="1000", places=8), st.integers(0, 5)),
+        min_size=1,
+        max_size=80,
+    ),
     st.booleans(),
-)  # fmt: skip
+)
 def test_never_nan_or_infinity_in_json(rows: list[tuple[Decimal, Decimal, int]], with_book: bool) -> None:
     candles = [candle(i, close, volume=vol, trades=n) for i, (close, vol, n) in enumerate(rows)]
     book = tick(1, bid="0", ask="0") if with_book else None

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feeder.accumulator import DropReport
-from feeder.connections import ConnectRateLimiter, plan_connections
-from feeder.events import drop_events, gap_event
-from feeder.gaps import Gap, GapDetector, Verdict, minute_ranges
+from feeder.core.accumulator import DropReport
+from feeder.core.connections import ConnectRateLimiter, plan_connections
+from feeder.core.events import drop_events, gap_event
+from feeder.core.gaps import Gap, GapDetector, Verdict, minute_ranges
+from feeder.core.watchdog import StaleWatchdog
 from feeder.testing import T0
-from feeder.watchdog import StaleWatchdog
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 
 
@@ -187,8 +187,12 @@ def test_plan_keeps_a_symbols_streams_together() -> None:
     symbols = [f"S{i:03d}USDT" for i in range(5)]
     plans = plan_connections(symbols, "sampled", streams_per_connection=4)
     assert [p.symbols for p in plans] == [tuple(symbols[0:2]), tuple(symbols[2:4]), tuple(symbols[4:5])]
-    assert plans[0].streams == ("s000usdt@kline_1m", "s000usdt@bookTicker", "s001usdt@kline_1m",
-                                "s001usdt@bookTicker")  # fmt: skip
+    assert plans[0].streams == (
+        "s000usdt@kline_1m",
+        "s000usdt@bookTicker",
+        "s001usdt@kline_1m",
+        "s001usdt@bookTicker",
+    )
     assert plans[0].url("ws://h:1/") == (
         "ws://h:1/stream?streams=s000usdt@kline_1m/s000usdt@bookTicker/s001usdt@kline_1m/s001usdt@bookTicker"
     )

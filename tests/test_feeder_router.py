@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -9,20 +10,26 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feeder.accumulator import Accumulator
-from feeder.gaps import GapDetector
-from feeder.router import FrameRouter, Outcome
-from feeder.settings import BookTickerMode
+from feeder.core.accumulator import Accumulator
+from feeder.core.connections import BookTickerMode
+from feeder.core.gaps import GapDetector
+from feeder.core.router import BadFrame, FrameRouter, Outcome, Routed
+from feeder.core.watchdog import StaleWatchdog
 from feeder.testing import T0, book_frame, candle, kline_frame, tick
-from feeder.watchdog import StaleWatchdog
 from quaint.binance.models import MINUTE_MS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "binance"
 
 
 def make(mode: BookTickerMode = "all", symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")) -> FrameRouter:
-    acc = Accumulator(batch_size=1000, linger_s=60, max_batch_rows=10_000, max_buffered=10_000)
+    acc = Accumulator(
+        batch_size=1000, linger_s=60, max_batch_rows=10_000, max_buffered=10_000, signal=asyncio.Event
+    )
     return FrameRouter(list(symbols), mode, acc, GapDetector(70), StaleWatchdog(70))
+
+
+def outcome(routed: Routed) -> Outcome:
+    return routed.outcome if isinstance(routed, BadFrame) else routed
 
 
 def drained(r: FrameRouter) -> tuple[list[int], list[int], list[str]]:
@@ -43,7 +50,7 @@ def test_real_binance_frames() -> None:
     lines = (
         (FIXTURES / "cryptofeed_binance_combined_stream_kline1m_bookTicker.jsonl").read_text().splitlines()
     )
-    outcomes = {r.on_frame(orjson.loads(line)["raw"], 1, 0.0) for line in lines}
+    outcomes = {outcome(r.on_frame(orjson.loads(line)["raw"], 1, 0.0)) for line in lines}
     assert Outcome.MALFORMED not in outcomes
     assert r.malformed == 0 and r.book_frames > 0
 
@@ -125,29 +132,30 @@ def test_control_and_unexpected_frames() -> None:
     r = make()
     assert r.on_frame(b'{"e":"serverShutdown","E":1}', 0, 0.0) is Outcome.SHUTDOWN
     assert r.on_frame(b'{"result":null,"id":1}', 0, 0.0) is Outcome.CONTROL
-    assert r.on_frame(b'{"code":-1121,"msg":"Invalid symbol."}', 0, 0.0) is Outcome.UNEXPECTED
-    assert r.on_frame(kline_frame(candle(0, symbol="XRPUSDT")), 0, 0.0) is Outcome.UNEXPECTED
+    assert outcome(r.on_frame(b'{"code":-1121,"msg":"Invalid symbol."}', 0, 0.0)) is Outcome.UNEXPECTED
+    assert outcome(r.on_frame(kline_frame(candle(0, symbol="XRPUSDT")), 0, 0.0)) is Outcome.UNEXPECTED
     misaligned = kline_frame(candle(0), t=T0 + 1, T=T0 + MINUTE_MS)
-    assert r.on_frame(misaligned, 0, 0.0) is Outcome.UNEXPECTED
-    assert r.on_frame(kline_frame(candle(0), i="5m"), 0, 0.0) is Outcome.UNEXPECTED
+    assert outcome(r.on_frame(misaligned, 0, 0.0)) is Outcome.UNEXPECTED
+    assert outcome(r.on_frame(kline_frame(candle(0), i="5m"), 0, 0.0)) is Outcome.UNEXPECTED
     assert r.unexpected == 4 and r.control_frames == 3
+    unsubscribed = r.on_frame(kline_frame(candle(1, symbol="XRPUSDT")), 0, 0.0)
+    assert unsubscribed == BadFrame(Outcome.UNEXPECTED, "kline for an unsubscribed symbol")
     assert drained(r) == ([], [], [])
 
 
 def test_book_ticks_ignored_when_mode_is_off() -> None:
     r = make("off")
-    assert r.on_frame(book_frame(tick(1)), T0, 0.0) is Outcome.UNEXPECTED
+    assert outcome(r.on_frame(book_frame(tick(1)), T0, 0.0)) is Outcome.UNEXPECTED
     assert drained(r)[1] == []
 
 
 def test_malformed_frames_are_counted_with_the_field() -> None:
     r = make()
-    assert r.on_frame(b"<html>502</html>", 0, 0.0) is Outcome.MALFORMED
-    assert (
-        r.on_frame(b'{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":"x"}}', 0, 0.0) is Outcome.MALFORMED
-    )
+    assert outcome(r.on_frame(b"<html>502</html>", 0, 0.0)) is Outcome.MALFORMED
+    bad = r.on_frame(b'{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":"x"}}', 0, 0.0)
+    assert isinstance(bad, BadFrame) and bad.outcome is Outcome.MALFORMED
     assert r.malformed == 2
-    assert r.last_error is not None and r.last_error.field
+    assert bad.field == "s" and bad.reason == "missing"  # the outcome says what is wrong
 
 
 def test_closed_candle_feeds_the_watchdog() -> None:
@@ -161,18 +169,24 @@ def test_closed_candle_feeds_the_watchdog() -> None:
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
 def test_any_bytes_give_an_outcome_never_an_exception(raw: bytes) -> None:
     r = make()
-    assert isinstance(r.on_frame(raw, 0, 0.0), Outcome)
+    assert isinstance(r.on_frame(raw, 0, 0.0), Outcome | BadFrame)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(["e", "E", "s", "k", "u", "b", "a", "B", "A", "stream", "data", "result", "id"]),
-        st.one_of(st.none(), st.integers(), st.text(max_size=8), st.booleans(), st.dictionaries(
-            st.sampled_from(["t", "T", "x", "i", "o", "c"]), st.one_of(st.integers(), st.text(max_size=5))
-        )),
+        st.one_of(
+            st.none(),
+            st.integers(),
+            st.text(max_size=8),
+            st.booleans(),
+            st.dictionaries(
+                st.sampled_from(["t", "T", "x", "i", "o", "c"]), st.one_of(st.integers(), st.text(max_size=5))
+            ),
+        ),
     )
-)  # fmt: skip
+)
 def test_json_objects_of_the_wrong_shape_never_raise(obj: dict[str, object]) -> None:
     r = make()
-    assert isinstance(r.on_frame(json.dumps(obj), 0, 0.0), Outcome)  # json: big ints too
+    assert isinstance(r.on_frame(json.dumps(obj), 0, 0.0), Outcome | BadFrame)  # json: big ints too

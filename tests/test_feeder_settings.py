@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
-from feeder.accumulator import Accumulator
-from feeder.gaps import GapDetector
-from feeder.health import HealthInputs, SymbolHealth, build_health
+from feeder.core.accumulator import Accumulator
+from feeder.core.gaps import GapDetector
+from feeder.core.health import HealthInputs, SymbolHealth, build_health
+from feeder.core.router import FrameRouter
+from feeder.core.watchdog import StaleWatchdog
 from feeder.metrics import FeederMetrics, StateCollector
-from feeder.router import FrameRouter
 from feeder.settings import FeederSettings
 from feeder.testing import T0, candle, kline_frame, metric_value
-from feeder.watchdog import StaleWatchdog
 
 
 def test_defaults_follow_the_issue(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,9 +66,14 @@ def sym(name: str, *, stale: bool = False, connected: bool = True, last: int | N
 
 def health(**kw: object) -> tuple[str, dict[str, object]]:
     values: dict[str, object] = {
-        "connections_up": 1, "connections_planned": 1, "database_connected": True, "shedding_drops": False,
-        "candles_processed": 7, "uptime_s": 12.3456, "symbols": [sym("BTCUSDT"), sym("ETHUSDT", last=None)],
-    }  # fmt: skip
+        "connections_up": 1,
+        "connections_planned": 1,
+        "database_connected": True,
+        "shedding_drops": False,
+        "candles_processed": 7,
+        "uptime_s": 12.3456,
+        "symbols": [sym("BTCUSDT"), sym("ETHUSDT", last=None)],
+    }
     values.update(kw)
     report = build_health(HealthInputs(**values))  # type: ignore[arg-type]
     return report.status, report.body
@@ -79,11 +86,19 @@ def test_health_healthy_body() -> None:
     assert body["last_candle_time"] == "2025-11-24T12:00:00Z"
     assert body["uptime_seconds"] == 12.346 and body["candles_processed"] == 7
     assert body["symbols"] == {
-        "BTCUSDT": {"last_candle_time": "2025-11-24T12:00:00Z", "seconds_since_last_candle": 1.0,
-                    "stale": False, "websocket_connected": True},
-        "ETHUSDT": {"last_candle_time": None, "seconds_since_last_candle": None, "stale": False,
-                    "websocket_connected": True},
-    }  # fmt: skip
+        "BTCUSDT": {
+            "last_candle_time": "2025-11-24T12:00:00Z",
+            "seconds_since_last_candle": 1.0,
+            "stale": False,
+            "websocket_connected": True,
+        },
+        "ETHUSDT": {
+            "last_candle_time": None,
+            "seconds_since_last_candle": None,
+            "stale": False,
+            "websocket_connected": True,
+        },
+    }
 
 
 @pytest.mark.parametrize(
@@ -102,7 +117,7 @@ def test_health_states(change: dict[str, object], expected: str) -> None:
 
 def test_collector_reads_the_cores_at_scrape_time() -> None:
     registry = CollectorRegistry()
-    acc = Accumulator(batch_size=10, linger_s=1, max_batch_rows=10, max_buffered=100)
+    acc = Accumulator(batch_size=10, linger_s=1, max_batch_rows=10, max_buffered=100, signal=asyncio.Event)
     watchdog = StaleWatchdog(70)
     router = FrameRouter(["BTCUSDT"], "all", acc, GapDetector(70), watchdog)
     FeederMetrics.create(registry)

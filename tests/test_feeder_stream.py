@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from feeder.features import CANDLE_FEATURES
+from feeder.core.features import CANDLE_FEATURES
 from feeder.testing import (
     HISTORY_MINUTES,
     SIM_START,
@@ -31,9 +31,13 @@ from quaint.binance.models import MINUTE_MS, datetime_to_ms
 
 FIRST = minute_of(SIM_START)  # the first live minute
 SEED_HEALTH_FIELDS = {
-    "status", "websocket_connected", "candles_processed", "database_status", "last_candle_time",
+    "status",
+    "websocket_connected",
+    "candles_processed",
+    "database_status",
+    "last_candle_time",
     "uptime_seconds",
-}  # fmt: skip
+}
 
 
 async def feature_count(db_url: str, start: int, end: int) -> int:
@@ -42,9 +46,11 @@ async def feature_count(db_url: str, start: int, end: int) -> int:
         return int(
             await conn.fetchval(
                 "SELECT count(*) FROM feature_cache WHERE version = 'v1'"
-                " AND time >= to_timestamp($1 / 1000.0) AND time < to_timestamp($2 / 1000.0)", start, end
+                " AND time >= to_timestamp($1 / 1000.0) AND time < to_timestamp($2 / 1000.0)",
+                start,
+                end,
             )
-        )  # fmt: skip
+        )
     finally:
         await conn.close()
 
@@ -74,8 +80,10 @@ async def test_three_symbols_fifteen_minutes_match_the_truth(db_url: str) -> Non
     try:
         sources = await conn.fetch(
             "SELECT source, count(*) AS n FROM candles_1m WHERE time >= to_timestamp($1 / 1000.0)"
-            " AND time < to_timestamp($2 / 1000.0) GROUP BY source", FIRST, end
-        )  # fmt: skip
+            " AND time < to_timestamp($2 / 1000.0) GROUP BY source",
+            FIRST,
+            end,
+        )
         ticks = await conn.fetch("SELECT symbol, count(*) AS n FROM book_ticker GROUP BY symbol")
         dup = await conn.fetchval("SELECT count(*) - count(DISTINCT (symbol, update_id)) FROM book_ticker")
         per_second = await conn.fetchval(
@@ -84,8 +92,10 @@ async def test_three_symbols_fifteen_minutes_match_the_truth(db_url: str) -> Non
         )
         feats = await conn.fetch(
             "SELECT symbol, time, features_json FROM feature_cache WHERE version = 'v1'"
-            " AND time >= to_timestamp($1 / 1000.0) AND time < to_timestamp($2 / 1000.0)", FIRST, end
-        )  # fmt: skip
+            " AND time >= to_timestamp($1 / 1000.0) AND time < to_timestamp($2 / 1000.0)",
+            FIRST,
+            end,
+        )
     finally:
         await conn.close()
     assert {r["source"]: r["n"] for r in sources} == {"ws": 45}
@@ -122,10 +132,13 @@ async def test_three_symbols_fifteen_minutes_match_the_truth(db_url: str) -> Non
         # the server's age limit cuts them.
         ({"ws_max_connection_age_s": 2.0, "streams_per_connection": 2}, {"max_connection_age_s": 3.0}, "age"),
         # The server announces its shutdown first: the feeder rolls over on the notice.
-        ({"ws_max_connection_age_s": 60.0},
-         {"max_connection_age_s": 2.0, "shutdown_notice": True, "shutdown_grace_s": 1.0}, "server_shutdown"),
+        (
+            {"ws_max_connection_age_s": 60.0},
+            {"max_connection_age_s": 2.0, "shutdown_notice": True, "shutdown_grace_s": 1.0},
+            "server_shutdown",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_rollover_loses_no_minute(
     db_url: str, feeder: dict[str, float], sim: dict[str, float], reason: str
 ) -> None:

@@ -8,23 +8,27 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from feeder.accumulator import Accumulator
-from feeder.events import gap_event
-from feeder.gaps import Gap
+from feeder.core.accumulator import Accumulator
+from feeder.core.events import gap_event
+from feeder.core.gaps import Gap
 from feeder.metrics import FeederMetrics
-from feeder.testing import T0, candle, quality_rows, stored_candles, tick
+from feeder.testing import T0, candle, quality_rows, stored_candles, tick, wait_async
 from feeder.writer import Sender
-from quaint.binance.models import MINUTE_MS
+from quaint.binance.models import MINUTE_MS, CandleRow
 from quaint.store.candles import upsert_candles
 from quaint.store.pool import prepare_connection
 from simulator.testing import wait_until
+
+
+def row(minute: int) -> CandleRow:
+    """A closed candle as the router hands it over (the exchange's strings)."""
+    return CandleRow.of(candle(minute))
 
 
 class FlakyPool:
@@ -52,7 +56,9 @@ async def pool(db_url: str) -> AsyncIterator[FlakyPool]:
 
 
 def make_sender(pool: FlakyPool, bound: int = 1000) -> tuple[Sender, Accumulator, CollectorRegistry]:
-    acc = Accumulator(batch_size=10, linger_s=0.05, max_batch_rows=1000, max_buffered=bound)
+    acc = Accumulator(
+        batch_size=10, linger_s=0.05, max_batch_rows=1000, max_buffered=bound, signal=asyncio.Event
+    )
     registry = CollectorRegistry()
     metrics = FeederMetrics.create(registry)
     sender = Sender(
@@ -66,15 +72,15 @@ def make_sender(pool: FlakyPool, bound: int = 1000) -> tuple[Sender, Accumulator
 
 
 async def drained(sender: Sender, task: asyncio.Task[None]) -> None:
-    sender.close()
+    sender.acc.close()
     await asyncio.wait_for(task, 10)
 
 
 async def test_a_rejected_row_is_isolated_and_the_rest_committed(pool: FlakyPool, db_url: str) -> None:
     sender, acc, registry = make_sender(pool)
-    bad = replace(candle(2), low=Decimal("500"))  # low above high: the database refuses it
+    bad = replace(row(2), low="500")  # low above high: the database refuses it
     for i in range(5):
-        acc.add_candle(bad if i == 2 else candle(i), 0.0)
+        acc.add_candle(bad if i == 2 else row(i), 0.0)
         acc.add_tick(tick(i), 0.0)
     await drained(sender, asyncio.create_task(sender.run()))
     got = await stored_candles(db_url, "BTCUSDT", T0, T0 + 5 * MINUTE_MS)
@@ -89,15 +95,15 @@ async def test_outage_buffers_sheds_ticks_first_and_reports_on_recovery(pool: Fl
     sender, acc, _ = make_sender(pool, bound=6)
     pool.down = True
     task = asyncio.create_task(sender.run())
-    acc.add_candle(candle(0), 0.0)
+    acc.add_candle(row(0), 0.0)
     await wait_until(lambda: not sender.connected, 30, "outage noticed")
     assert acc.shedding and not acc.over_limit  # readers keep reading
     for i in range(4):
         acc.add_tick(tick(i), 0.0)
     for i in range(1, 5):
-        acc.add_candle(candle(i), 0.0)  # evicts 3 ticks to make room
-    acc.add_candle(candle(5), 0.0)  # evicts the last tick
-    acc.add_candle(candle(6), 0.0)  # buffer is all candles: dropped (backfill recovers it)
+        acc.add_candle(row(i), 0.0)  # evicts 3 ticks to make room
+    acc.add_candle(row(5), 0.0)  # evicts the last tick
+    acc.add_candle(row(6), 0.0)  # buffer is all candles: dropped (backfill recovers it)
     assert (acc.candle_depth, acc.tick_depth, acc.dropped_ticks, acc.dropped_candles) == (6, 0, 4, 1)
     pool.down = False
     await wait_until(lambda: sender.connected, 30, "recovery")
@@ -130,7 +136,7 @@ async def test_readers_wait_while_the_buffer_is_full(pool: FlakyPool) -> None:
     sender, acc, _ = make_sender(pool, bound=3)
     for i in range(3):
         acc.add_tick(tick(i), 0.0)
-    waiter = asyncio.create_task(sender.wait_for_space())
+    waiter = asyncio.ensure_future(acc.space_free.wait())  # where a reader parks
     await asyncio.sleep(0)  # let it park (not a synchronisation: checked just below)
     assert not waiter.done()
     task = asyncio.create_task(sender.run())
@@ -154,7 +160,7 @@ async def test_a_lock_timeout_is_retried_soon_without_declaring_an_outage(db_url
         await tx.start()
         await upsert_candles(holder, [candle(0)], "rest")
         task = asyncio.create_task(sender.run())
-        acc.add_candle(candle(0), 0.0)
+        acc.add_candle(row(0), 0.0)
 
         def transient_failures() -> float:
             return registry.get_sample_value("feeder_db_write_errors_total", {"kind": "transient"}) or 0
@@ -167,6 +173,41 @@ async def test_a_lock_timeout_is_retried_soon_without_declaring_an_outage(db_url
         assert await real.fetchval("SELECT source FROM candles_1m") == "ws"
         assert await quality_rows(db_url, "db_unavailable") == []
         assert registry.get_sample_value("feeder_db_write_errors_total", {"kind": "connection_lost"}) is None
+    finally:
+        await holder.close()
+        await real.close()
+
+
+async def test_a_closed_candle_is_committed_while_a_book_tick_copy_is_blocked(db_url: str) -> None:
+    """The express lane: the main lane's COPY waits on a lock held elsewhere, and a candle
+    that arrives meanwhile commits on a connection of its own instead of queueing."""
+    real = await asyncpg.create_pool(db_url, min_size=1, max_size=4, init=prepare_connection)
+    holder = await asyncpg.connect(db_url)
+    try:
+        sender, acc, _ = make_sender(FlakyPool(real))
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("LOCK TABLE book_ticker IN ACCESS EXCLUSIVE MODE")
+        task = asyncio.create_task(sender.run())
+        for i in range(10):  # batch_size: the main lane takes them at once, and blocks
+            acc.add_tick(tick(i), 0.0)
+
+        async def copy_waiting() -> bool:
+            return bool(
+                await real.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'COPY%book_ticker%'"
+                )
+            )
+
+        await wait_async(copy_waiting, 30, "the tick COPY blocked on the lock")
+        acc.add_candle(row(0), 0.0)
+        await wait_until(lambda: sender.candles_written == 1, 30, "the candle committed")
+        assert await stored_candles(db_url, "BTCUSDT", T0, T0 + MINUTE_MS) == [candle(0)]
+        assert await copy_waiting()  # ... while the COPY still waits
+        await tx.rollback()
+        await drained(sender, task)
+        assert await real.fetchval("SELECT count(*) FROM book_ticker") == 10
     finally:
         await holder.close()
         await real.close()

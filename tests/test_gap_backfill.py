@@ -18,7 +18,8 @@ from gap_handler.testing import idle, running_service, settings_for, wait_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import create_pool
-from quaint.store.quality import QualityEvent, log_event
+from quaint.store.quality import log_event
+from quaint.store.quality_event import QualityEvent
 from simulator.testing import SimHandle, running_simulator
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]

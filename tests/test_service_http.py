@@ -6,7 +6,8 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from quaint.service.http import HealthReport, create_service_app
+from quaint.service.health import HealthReport
+from quaint.service.http import create_service_app
 from quaint.service.runtime import bound_port, start_http
 
 

@@ -4,41 +4,52 @@ Every decimal must arrive as the same NUMERIC (value and scale) whatever notatio
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import asyncpg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quaint.binance.models import BookTick, Candle, datetime_to_ms, ms_to_datetime
+from quaint.binance.models import BookTick, Candle, CandleRow, datetime_to_ms, ms_to_datetime
 from quaint.store.book import book_line, copy_book_ticks
 from quaint.store.candles import fetch_candles, upsert_candles
-from quaint.store.textcopy import text_field, timestamp_text
+from quaint.store.textcopy import TextEncoder
 
 T0 = 1_763_985_600_000  # 2025-11-24T12:00:00Z
 
 # str() of these uses scientific notation (1E-8, 0E-8, 1E+5); NUMERIC must still get
 # the exact value and scale.
+ENCODER = TextEncoder()
 AWKWARD = ["0.00000001", "0E-8", "1E+5", "0.00000000", "123456789012345678901234567890.123456789", "7"]
 
 
 @given(st.integers(min_value=0, max_value=253_402_300_799_999))  # up to 9999-12-31
 def test_timestamp_text_is_exact_to_the_millisecond(ms: int) -> None:
-    text = timestamp_text(ms)
+    text = ENCODER.timestamp(ms)
     assert text.endswith("+00") and len(text) == len("2025-11-24 12:00:00.000+00")
     assert text == ms_to_datetime(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "+00"
 
 
+@given(st.lists(st.integers(min_value=0, max_value=253_402_300_799_999), max_size=30))
+def test_what_an_encoder_returns_does_not_depend_on_what_it_encoded_before(times: list[int]) -> None:
+    small = TextEncoder(cache_max=2)  # its caches are cleared or full after a few values
+    for ms in times:
+        assert small.timestamp(ms) == TextEncoder().timestamp(ms)
+        assert small.text(f"S{ms % 7}\t") == TextEncoder().text(f"S{ms % 7}\t")
+
+
 def test_text_fields_are_escaped_for_copy() -> None:
-    assert text_field("BTCUSDT") == "BTCUSDT"
-    assert text_field("a\tb\\c\nd\re") == "a\\tb\\\\c\\nd\\re"
+    assert ENCODER.text("BTCUSDT") == "BTCUSDT"
+    assert ENCODER.text("a\tb\\c\nd\re") == "a\\tb\\\\c\\nd\\re"
 
 
 def test_book_line_keeps_the_exchange_strings() -> None:
     tick = BookTick(
         "BTCUSDT", 7, Decimal("0.33989000"), Decimal("1565.6"), Decimal("1E-8"), Decimal("0"), T0 + 5
     )
-    assert book_line(tick) == "BTCUSDT\t2025-11-24 12:00:00.005+00\t7\t0.33989000\t1565.6\t1E-8\t0\n"
+    expected = "BTCUSDT\t2025-11-24 12:00:00.005+00\t7\t0.33989000\t1565.6\t1E-8\t0\n"
+    assert book_line(tick, ENCODER) == expected
 
 
 async def test_awkward_decimals_round_trip_exactly(db_pool: asyncpg.Pool) -> None:
@@ -49,10 +60,15 @@ async def test_awkward_decimals_round_trip_exactly(db_pool: asyncpg.Pool) -> Non
         for i, v in enumerate(values)
     ]
     async with db_pool.acquire() as conn:
-        assert await copy_book_ticks(conn, ticks) == len(values)
+        assert await copy_book_ticks(conn, ticks, ENCODER) == len(values)
         assert await upsert_candles(conn, candles, "ws") == len(values)
+        rows_as_text = [CandleRow.of(replace_time(c, 100)) for c in candles]  # the WebSocket path
+        assert await upsert_candles(conn, rows_as_text, "ws") == len(values)
         rows = await conn.fetch("SELECT update_id, time, bid_price, ask_qty::text AS t FROM book_ticker")
         stored = await fetch_candles(conn, "BTCUSDT", T0, T0 + len(values) * 60_000)
+        stored_rows = await fetch_candles(
+            conn, "BTCUSDT", T0 + 100 * 60_000, T0 + (100 + len(values)) * 60_000
+        )
     by_id = {r["update_id"]: r for r in rows}
     for i, v in enumerate(values):
         got = by_id[i]["bid_price"]
@@ -61,6 +77,12 @@ async def test_awkward_decimals_round_trip_exactly(db_pool: asyncpg.Pool) -> Non
         assert datetime_to_ms(by_id[i]["time"]) == T0 + i
     assert stored == candles
     assert [scale(c.close) for c in stored] == [scale(v) for v in values]
+    assert stored_rows == [replace_time(c, 100) for c in candles]
+    assert [scale(c.close) for c in stored_rows] == [scale(v) for v in values]
+
+
+def replace_time(c: Candle, minutes: int) -> Candle:
+    return replace(c, open_time=c.open_time + minutes * 60_000, close_time=c.close_time + minutes * 60_000)
 
 
 def scale(d: Decimal) -> int:

@@ -16,7 +16,8 @@ from quaint.store.book import copy_book_ticks
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.features import FeatureRow, latest_features, upsert_features
 from quaint.store.pool import DatabaseUnavailable, create_pool
-from quaint.store.quality import QualityEvent, log_event
+from quaint.store.quality import log_event
+from quaint.store.quality_event import QualityEvent
 
 T0 = 1_763_985_600_000  # 2025-11-24T12:00:00Z, a minute boundary
 
@@ -75,10 +76,17 @@ async def test_invalid_candle_is_refused_by_the_schema(db_pool: asyncpg.Pool) ->
 
 async def test_book_ticks_copy(db_pool: asyncpg.Pool) -> None:
     ticks = [
-        BookTick("BTCUSDT", 800360982 + i, Decimal("0.33989000"), Decimal("1565.6"), Decimal("0.34012"),
-                 Decimal("703.00000000"), T0 + i)
+        BookTick(
+            "BTCUSDT",
+            800360982 + i,
+            Decimal("0.33989000"),
+            Decimal("1565.6"),
+            Decimal("0.34012"),
+            Decimal("703.00000000"),
+            T0 + i,
+        )
         for i in range(3)
-    ]  # fmt: skip
+    ]
     async with db_pool.acquire() as conn:
         assert await copy_book_ticks(conn, ticks) == 3
         assert await copy_book_ticks(conn, []) == 0
@@ -96,8 +104,10 @@ async def test_quality_event_and_features(db_pool: asyncpg.Pool) -> None:
             "SELECT event_type, details, resolved FROM data_quality_logs WHERE id=$1", ident
         )
         assert row is not None and dict(row) == {
-            "event_type": "db_unavailable", "details": {"duration_s": 30.5}, "resolved": False
-        }  # fmt: skip
+            "event_type": "db_unavailable",
+            "details": {"duration_s": 30.5},
+            "resolved": False,
+        }
         features = {"ret_1m": 0.001, "rsi_14": None, "warm": False}
         assert await upsert_features(conn, [FeatureRow("BTCUSDT", T0, features, "v1")]) == 1
         await upsert_features(conn, [FeatureRow("BTCUSDT", T0, {**features, "warm": True}, "v1")])

@@ -1,8 +1,11 @@
 """Binance spot market-data values as exact, immutable records.
 
 Prices and quantities are ``Decimal`` built from the exchange's strings, so a value
-travels string -> Decimal -> NUMERIC without ever being rounded through a float.
-Times are integer milliseconds since the Unix epoch (UTC), the exchange's own unit.
+travels string -> Decimal -> NUMERIC without ever being rounded through a float; on the
+paths that only store them (a WebSocket candle, a REST page) they stay the exchange's
+validated strings, which NUMERIC reads to the same value and scale (:class:`CandleRow`,
+:class:`KlineColumns`). Times are integer milliseconds since the Unix epoch (UTC), the
+exchange's own unit.
 """
 
 from __future__ import annotations
@@ -48,8 +51,64 @@ class Candle:
 
 
 @dataclass(frozen=True, slots=True)
+class CandleRow:
+    """A candle as it is stored: Candle's fields in Candle's order, the decimals as the
+    exchange's validated strings (or ``str(Decimal)`` of them, see
+    :func:`quaint.binance.parse.parse_decimal_text`), which ``numeric`` reads to exactly
+    the value and scale ``Decimal`` gives. A closed WebSocket candle goes string ->
+    NUMERIC with no ``Decimal`` made and printed back on the way."""
+
+    symbol: str
+    open_time: int
+    close_time: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_asset_volume: str
+    number_of_trades: int
+    taker_buy_base_asset_volume: str
+    taker_buy_quote_asset_volume: str
+
+    @classmethod
+    def of(cls, c: Candle) -> CandleRow:
+        return cls(
+            c.symbol,
+            c.open_time,
+            c.close_time,
+            str(c.open),
+            str(c.high),
+            str(c.low),
+            str(c.close),
+            str(c.volume),
+            str(c.quote_asset_volume),
+            c.number_of_trades,
+            str(c.taker_buy_base_asset_volume),
+            str(c.taker_buy_quote_asset_volume),
+        )
+
+    def candle(self) -> Candle:
+        return Candle(
+            self.symbol,
+            self.open_time,
+            self.close_time,
+            Decimal(self.open),
+            Decimal(self.high),
+            Decimal(self.low),
+            Decimal(self.close),
+            Decimal(self.volume),
+            Decimal(self.quote_asset_volume),
+            self.number_of_trades,
+            Decimal(self.taker_buy_base_asset_volume),
+            Decimal(self.taker_buy_quote_asset_volume),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class KlineEvent:
-    """A ``<symbol>@kline_<interval>`` stream event."""
+    """A ``<symbol>@kline_<interval>`` stream event. ``row`` keeps the exchange's
+    strings (what is stored); ``candle`` gives them as ``Decimal``."""
 
     event_time: int
     symbol: str
@@ -57,7 +116,11 @@ class KlineEvent:
     first_trade_id: int
     last_trade_id: int
     is_closed: bool
-    candle: Candle
+    row: CandleRow
+
+    @property
+    def candle(self) -> Candle:
+        return self.row.candle()
 
 
 @dataclass(frozen=True, slots=True)

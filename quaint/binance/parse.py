@@ -4,6 +4,11 @@ Every function takes decoded JSON (or raw frame text) and returns a model from
 :mod:`quaint.binance.models`, or raises :class:`ProtocolError` naming the bad field.
 Callers that read from the network count and log those errors; nothing here
 decides what to do about them.
+
+Nothing here has state that changes: a payload decodes the same whatever was decoded
+before. What a live connection knows in advance (the streams it subscribed to) is given
+to a :class:`quaint.binance.decoder.FrameDecoder` when it is made, and only makes
+decoding faster.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from quaint.binance.models import (
     ApiError,
     BookTick,
     Candle,
+    CandleRow,
     Event,
     KlineEvent,
     ServerShutdown,
@@ -36,11 +42,12 @@ _MAX_JSON_BYTES = 1 << 20
 _DIGITS = frozenset("0123456789")
 _NUMERIC_MIN_EXPONENT = -16383
 _NUMERIC_MAX_ADJUSTED = 131071
-# Hot-path caches of names already validated (a feed repeats the same few hundred
-# symbols and streams); bounded, so garbage input cannot grow them without limit.
-_CACHE_MAX = 8192
-_valid_symbols: set[str] = set()
-_stream_symbols: dict[str, str] = {}  # valid stream name -> the upper-case symbol it names
+# What PostgreSQL's numeric input reads to exactly the value and scale Decimal() gives:
+# plain ASCII digits with an optional fraction. Anything else Decimal() accepts (exponents,
+# underscores, non-ASCII digits, whitespace, "1.", ".5") goes through str(Decimal), which
+# numeric always reads the same way.
+PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def parse_timestamp(value: object, field: str) -> int:
@@ -100,17 +107,27 @@ def _check_numeric_range(value: Decimal, field: str) -> None:
         raise ProtocolError(field, "out of the range NUMERIC stores")
 
 
-def parse_symbol(value: object, field: str) -> str:
-    if type(value) is str and value in _valid_symbols:
+def parse_decimal_text(value: object, field: str) -> str:
+    """:func:`parse_decimal`'s checks and errors, the value kept as text that NUMERIC reads
+    to the value and scale of ``parse_decimal(value)``: the exchange's own string when it
+    is plain digits (no ``Decimal`` is made), else ``str()`` of the parsed ``Decimal``."""
+    if type(value) is str and len(value) <= 64 and PLAIN_DECIMAL.fullmatch(value) is not None:
+        return value
+    return str(parse_decimal(value, field))
+
+
+def parse_symbol(value: object, field: str, known: frozenset[str] = _NO_NAMES) -> str:
+    """An upper-case symbol; ``known`` symbols (validated by whoever made the set) are
+    accepted by one lookup."""
+    if type(value) is str and value in known:
         return value
     if type(value) is not str or not _SYMBOL.match(value):
         raise ProtocolError(field, "expected an upper-case symbol such as BTCUSDT")
-    if len(_valid_symbols) < _CACHE_MAX:
-        _valid_symbols.add(value)
     return value
 
 
-def _mapping(value: object, field: str) -> Mapping[str, Any]:
+def json_object(value: object, field: str) -> Mapping[str, Any]:
+    """A decoded JSON object, else a ProtocolError naming ``field``."""
     if type(value) is dict:  # what orjson returns; isinstance(x, Mapping) is an ABC check, slow
         return value
     if not isinstance(value, Mapping):
@@ -125,21 +142,38 @@ def _get(data: Mapping[str, Any], key: str, path: str) -> Any:
         raise ProtocolError(f"{path}{key}", "missing") from None
 
 
+def _check_prices(
+    open_time: int, close_time: int, o: Decimal, h: Decimal, lo: Decimal, c: Decimal, path: str
+) -> None:
+    if close_time <= open_time:
+        raise ProtocolError(f"{path}close_time", "not after open_time")
+    if not lo <= min(o, c) <= max(o, c) <= h:
+        raise ProtocolError(f"{path}high/low", "open/close outside [low, high]")
+
+
 def check_candle(candle: Candle, path: str = "") -> Candle:
     """Reject candles whose numbers contradict each other (low above high, ...)."""
-    if candle.close_time <= candle.open_time:
-        raise ProtocolError(f"{path}close_time", "not after open_time")
-    if not candle.low <= min(candle.open, candle.close) <= max(candle.open, candle.close) <= candle.high:
-        raise ProtocolError(f"{path}high/low", "open/close outside [low, high]")
+    _check_prices(
+        candle.open_time, candle.close_time, candle.open, candle.high, candle.low, candle.close, path
+    )
     return candle
 
 
-def parse_kline_event(data: Mapping[str, Any]) -> KlineEvent:
-    """The payload of a ``<symbol>@kline_<interval>`` event (``e == "kline"``)."""
+def check_candle_row(row: CandleRow, path: str = "") -> CandleRow:
+    """:func:`check_candle` for a row of exact strings (temporary ``Decimal`` for the
+    comparison only)."""
+    o, h, lo, c = Decimal(row.open), Decimal(row.high), Decimal(row.low), Decimal(row.close)
+    _check_prices(row.open_time, row.close_time, o, h, lo, c, path)
+    return row
+
+
+def parse_kline_event(data: Mapping[str, Any], known: frozenset[str] = _NO_NAMES) -> KlineEvent:
+    """The payload of a ``<symbol>@kline_<interval>`` event (``e == "kline"``); its
+    decimals stay the exchange's strings (:class:`CandleRow`)."""
     if data.get("e") != "kline":
         raise ProtocolError("e", "expected 'kline'")
-    symbol = parse_symbol(_get(data, "s", ""), "s")
-    k = _mapping(_get(data, "k", ""), "k")
+    symbol = parse_symbol(_get(data, "s", ""), "s", known)
+    k = json_object(_get(data, "k", ""), "k")
     if k.get("s", symbol) != symbol:
         raise ProtocolError("k.s", "differs from s")
     interval = _get(k, "i", "k.")
@@ -148,19 +182,20 @@ def parse_kline_event(data: Mapping[str, Any]) -> KlineEvent:
     closed = _get(k, "x", "k.")
     if type(closed) is not bool:
         raise ProtocolError("k.x", "expected a boolean")
-    candle = Candle(
+    text = parse_decimal_text
+    row = CandleRow(
         symbol=symbol,
         open_time=parse_timestamp(_get(k, "t", "k."), "k.t"),
         close_time=parse_timestamp(_get(k, "T", "k."), "k.T"),
-        open=parse_decimal(_get(k, "o", "k."), "k.o"),
-        high=parse_decimal(_get(k, "h", "k."), "k.h"),
-        low=parse_decimal(_get(k, "l", "k."), "k.l"),
-        close=parse_decimal(_get(k, "c", "k."), "k.c"),
-        volume=parse_decimal(_get(k, "v", "k."), "k.v"),
-        quote_asset_volume=parse_decimal(_get(k, "q", "k."), "k.q"),
+        open=text(_get(k, "o", "k."), "k.o"),
+        high=text(_get(k, "h", "k."), "k.h"),
+        low=text(_get(k, "l", "k."), "k.l"),
+        close=text(_get(k, "c", "k."), "k.c"),
+        volume=text(_get(k, "v", "k."), "k.v"),
+        quote_asset_volume=text(_get(k, "q", "k."), "k.q"),
         number_of_trades=parse_int(_get(k, "n", "k."), "k.n"),
-        taker_buy_base_asset_volume=parse_decimal(_get(k, "V", "k."), "k.V"),
-        taker_buy_quote_asset_volume=parse_decimal(_get(k, "Q", "k."), "k.Q"),
+        taker_buy_base_asset_volume=text(_get(k, "V", "k."), "k.V"),
+        taker_buy_quote_asset_volume=text(_get(k, "Q", "k."), "k.Q"),
     )
     return KlineEvent(
         event_time=parse_timestamp(_get(data, "E", ""), "E"),
@@ -170,11 +205,13 @@ def parse_kline_event(data: Mapping[str, Any]) -> KlineEvent:
         first_trade_id=parse_int(_get(k, "f", "k."), "k.f", minimum=-1),
         last_trade_id=parse_int(_get(k, "L", "k."), "k.L", minimum=-1),
         is_closed=closed,
-        candle=check_candle(candle, "k."),
+        row=check_candle_row(row, "k."),
     )
 
 
-def parse_book_ticker(data: Mapping[str, Any], received_at: int) -> BookTick:
+def parse_book_ticker(
+    data: Mapping[str, Any], received_at: int, known: frozenset[str] = _NO_NAMES
+) -> BookTick:
     """The payload of a spot ``<symbol>@bookTicker`` event. It has no event time,
     so the caller's receipt time (ms) is recorded instead."""
     try:
@@ -185,12 +222,12 @@ def parse_book_ticker(data: Mapping[str, Any], received_at: int) -> BookTick:
         pass
     else:
         if type(u) is int and u >= 0:
+            d = parse_decimal
             return BookTick(
-                parse_symbol(s, "s"), u, parse_decimal(b, "b"), parse_decimal(bq, "B"),
-                parse_decimal(a, "a"), parse_decimal(aq, "A"), received_at,
-            )  # fmt: skip
+                parse_symbol(s, "s", known), u, d(b, "b"), d(bq, "B"), d(a, "a"), d(aq, "A"), received_at
+            )
     return BookTick(
-        symbol=parse_symbol(_get(data, "s", ""), "s"),
+        symbol=parse_symbol(_get(data, "s", ""), "s", known),
         update_id=parse_int(_get(data, "u", ""), "u"),
         bid_price=parse_decimal(_get(data, "b", ""), "b"),
         bid_qty=parse_decimal(_get(data, "B", ""), "B"),
@@ -234,7 +271,7 @@ def parse_rest_klines(body: object, symbol: str) -> list[Candle]:
 
 
 def parse_api_error(body: object) -> ApiError:
-    data = _mapping(body, "body")
+    data = json_object(body, "body")
     code = _get(data, "code", "")
     msg = _get(data, "msg", "")
     if type(code) is not int:
@@ -244,15 +281,16 @@ def parse_api_error(body: object) -> ApiError:
     return ApiError(code=code, msg=msg)
 
 
-def parse_event(data: Mapping[str, Any], received_at: int) -> Event:
-    """Any payload a market-data socket sends, told apart by its keys."""
+def parse_event(data: Mapping[str, Any], received_at: int, known: frozenset[str] = _NO_NAMES) -> Event:
+    """Any payload a market-data socket sends, told apart by its keys (``known``: see
+    :func:`parse_symbol`)."""
     kind = data.get("e")
     if kind == "kline":
-        return parse_kline_event(data)
+        return parse_kline_event(data, known)
     if kind == "serverShutdown":
         return ServerShutdown(event_time=parse_timestamp(_get(data, "E", ""), "E"))
     if "u" in data and "b" in data and "a" in data:
-        return parse_book_ticker(data, received_at)
+        return parse_book_ticker(data, received_at, known)
     if "result" in data and "id" in data:
         ident = data["id"]
         if ident is not None and type(ident) not in (int, str):
@@ -270,19 +308,12 @@ def parse_event(data: Mapping[str, Any], received_at: int) -> Event:
     raise ProtocolError("e", f"unknown event {str(kind)[:32]!r}")
 
 
-def _stream_symbol(stream: object) -> str:
+def stream_symbol(stream: object) -> str:
     """The upper-case symbol a valid stream name is about (``btcusdt@x`` -> ``BTCUSDT``)."""
-    if type(stream) is str:
-        symbol = _stream_symbols.get(stream)
-        if symbol is not None:
-            return symbol
-        if _STREAM.match(stream):
-            # The name is [a-z0-9]@..., so comparing upper-cased against a valid
-            # (upper-case) payload symbol is the same as comparing lower-cased.
-            symbol = stream.split("@", 1)[0].upper()
-            if len(_stream_symbols) < _CACHE_MAX:
-                _stream_symbols[stream] = symbol
-            return symbol
+    if type(stream) is str and _STREAM.match(stream):
+        # The name is [a-z0-9]@..., so comparing upper-cased against a valid
+        # (upper-case) payload symbol is the same as comparing lower-cased.
+        return stream.split("@", 1)[0].upper()
     raise ProtocolError("stream", "expected '<symbol>@<stream>' in lower case")
 
 
@@ -296,29 +327,18 @@ def load_frame(raw: str | bytes) -> Any:
         raise ProtocolError("frame", f"invalid JSON ({exc.msg})") from None
 
 
-def _envelope(decoded: object, received_at: int) -> tuple[str | None, Event]:
-    data = _mapping(decoded, "frame")
+def frame_from_json(decoded: object, received_at: int) -> StreamFrame:
+    """Decoded frame JSON -> :class:`StreamFrame` (see :func:`decode_frame`)."""
+    data = json_object(decoded, "frame")
     if "stream" in data and "data" in data:
         stream = data["stream"]
-        expected = _stream_symbol(stream)
-        event = parse_event(_mapping(data["data"], "data"), received_at)
+        expected = stream_symbol(stream)
+        event = parse_event(json_object(data["data"], "data"), received_at)
         symbol = getattr(event, "symbol", None)
         if symbol is not None and symbol != expected:
             raise ProtocolError("stream", "symbol differs from the payload's")
-        return stream, event
-    return None, parse_event(data, received_at)
-
-
-def frame_from_json(decoded: object, received_at: int) -> StreamFrame:
-    """Decoded frame JSON -> :class:`StreamFrame` (see :func:`decode_frame`)."""
-    stream, event = _envelope(decoded, received_at)
-    return StreamFrame(stream=stream, event=event)
-
-
-def event_from_json(decoded: object, received_at: int) -> Event:
-    """Like :func:`frame_from_json` (same checks), for callers that only want the
-    event: no :class:`StreamFrame` is built on the hot path."""
-    return _envelope(decoded, received_at)[1]
+        return StreamFrame(stream=stream, event=event)
+    return StreamFrame(stream=None, event=parse_event(data, received_at))
 
 
 def decode_frame(raw: str | bytes, received_at: int) -> StreamFrame:
@@ -329,36 +349,3 @@ def decode_frame(raw: str | bytes, received_at: int) -> StreamFrame:
     receipt time in ms (used for bookTicker, which carries no event time).
     """
     return frame_from_json(load_frame(raw), received_at)
-
-
-def open_kline_symbol(decoded: object) -> str | None:
-    """The symbol of a decoded frame that is a well-formed ``kline_1m`` update of a
-    candle still open (``x: false``), judged without converting its numbers; ``None``
-    for anything else, which :func:`frame_from_json` then parses in full.
-
-    For consumers that store only closed candles: an open candle's numbers are
-    replaced by the next update and never used, and on a busy feed validating them
-    would cost as much as everything else together.
-    """
-    if type(decoded) is not dict:
-        return None
-    if "stream" in decoded and "data" in decoded:
-        stream, data = decoded["stream"], decoded["data"]
-        # Only a stream name already validated (cached) by a full parse: the first
-        # frame of each stream takes the full path.
-        expected = _stream_symbols.get(stream) if type(stream) is str else None
-        if expected is None:
-            return None
-    else:
-        data, expected = decoded, None
-    if type(data) is not dict or data.get("e") != "kline":
-        return None
-    k = data.get("k")
-    if type(k) is not dict or k.get("x") is not False or k.get("i") != "1m":
-        return None
-    symbol = data.get("s")
-    if type(symbol) is not str or k.get("s", symbol) != symbol:
-        return None
-    if expected is not None and symbol != expected:
-        return None
-    return symbol if symbol in _valid_symbols else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -11,16 +10,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-
-@dataclass(frozen=True, slots=True)
-class HealthReport:
-    status: str  # healthy | degraded | unhealthy
-    body: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def http_status(self) -> int:
-        return 200 if self.status == "healthy" else 503
-
+from quaint.service.health import HealthReport
 
 HealthProbe = Callable[[], Awaitable[HealthReport]]
 
@@ -29,9 +19,7 @@ HEALTH_KEY: web.AppKey[HealthProbe] = web.AppKey("health_probe")
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body, default=str), status=status, content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(body, default=str), status=status, content_type="application/json")
 
 
 def json_error(status: int, message: str, field_name: str | None = None) -> web.Response:

@@ -9,21 +9,25 @@ from collections.abc import Iterable
 import asyncpg
 
 from quaint.binance.models import BookTick
-from quaint.store.textcopy import copy_text, text_field, timestamp_text
+from quaint.store.textcopy import TextEncoder, copy_text
 
 BOOK_COLUMNS = ("symbol", "time", "update_id", "bid_price", "bid_qty", "ask_price", "ask_qty")
 
 
-def book_line(t: BookTick) -> str:
+def book_line(t: BookTick, encoder: TextEncoder) -> str:
     """One COPY text row; ``str(Decimal)`` is exact (the exchange's digits)."""
     return (
-        f"{text_field(t.symbol)}\t{timestamp_text(t.received_at)}\t{t.update_id:d}\t"
+        f"{encoder.text(t.symbol)}\t{encoder.timestamp(t.received_at)}\t{t.update_id:d}\t"
         f"{t.bid_price!s}\t{t.bid_qty!s}\t{t.ask_price!s}\t{t.ask_qty!s}\n"
     )
 
 
-async def copy_book_ticks(conn: asyncpg.Connection, ticks: Iterable[BookTick]) -> int:
-    lines = [book_line(t) for t in ticks]
+async def copy_book_ticks(
+    conn: asyncpg.Connection, ticks: Iterable[BookTick], encoder: TextEncoder | None = None
+) -> int:
+    """COPY ``ticks``; a long-lived writer passes its own ``encoder`` (see there)."""
+    enc = encoder or TextEncoder()
+    lines = [book_line(t, enc) for t in ticks]
     if lines:
         await copy_text(conn, "book_ticker", BOOK_COLUMNS, lines)
     return len(lines)

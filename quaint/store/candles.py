@@ -3,10 +3,12 @@
 in two, upsert, release; a closed candle's receipt-to-commit latency is mostly round
 trips). Rewriting an identical candle changes nothing.
 
-Prices and quantities travel as their exact strings (``str(Decimal)``: the exchange's
-digits, or ``1E-8`` notation that ``numeric`` reads to the same value and scale) and
-the server casts them to NUMERIC: exact, and far cheaper on the client than asyncpg's
-binary Decimal encoding (see :mod:`quaint.store.textcopy`).
+Prices and quantities travel as their exact strings and the server casts them to
+NUMERIC: exact, and far cheaper on the client than asyncpg's binary Decimal encoding
+(see :mod:`quaint.store.textcopy`). A :class:`CandleRow` (a WebSocket candle) and a
+:class:`KlineColumns` page (REST) already hold the exchange's strings; a ``Candle``'s
+``Decimal`` prints them back exactly (the exchange's digits, or ``1E-8`` notation that
+``numeric`` reads to the same value and scale).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import datetime
 
 import asyncpg
 
-from quaint.binance.models import MINUTE_MS, Candle, KlineColumns, datetime_to_ms, ms_to_datetime
+from quaint.binance.models import MINUTE_MS, Candle, CandleRow, KlineColumns, datetime_to_ms, ms_to_datetime
 
 # DISTINCT ON: one batch may hold the same candle twice (overlapping connections);
 # ON CONFLICT DO UPDATE may not touch a row twice in one statement.
@@ -56,9 +58,12 @@ WHERE (c.open, c.high, c.low, c.close, c.volume, c.quote_asset_volume, c.taker_b
 """
 
 
-def candle_columns(candles: Iterable[Candle]) -> tuple[list[str], list[datetime], list[list[str]], list[int]]:
+def candle_columns(
+    candles: Iterable[Candle | CandleRow],
+) -> tuple[list[str], list[datetime], list[list[str]], list[int]]:
     """Parameters of :data:`UPSERT`: symbols, open times, the eight decimal columns
-    as exact strings (in the statement's order), numbers of trades."""
+    as exact strings (in the statement's order; ``str()`` of a row's string is that
+    string), numbers of trades."""
     symbols: list[str] = []
     times: list[datetime] = []
     decimals: list[list[str]] = [[] for _ in range(8)]
@@ -79,7 +84,7 @@ def candle_columns(candles: Iterable[Candle]) -> tuple[list[str], list[datetime]
     return symbols, times, decimals, trades
 
 
-async def upsert_candles(conn: asyncpg.Connection, candles: Iterable[Candle], source: str) -> int:
+async def upsert_candles(conn: asyncpg.Connection, candles: Iterable[Candle | CandleRow], source: str) -> int:
     """Write candles (``source`` = ws | rest | archive); returns rows new or changed.
     One statement: atomic on its own, and inside the caller's transaction if any."""
     symbols, times, decimals, trades = candle_columns(candles)

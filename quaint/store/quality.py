@@ -1,44 +1,11 @@
-"""``data_quality_logs``: the audit trail of gaps, reconnects and outages."""
+"""``data_quality_logs``: the audit trail of gaps, reconnects and outages (the row's value
+type is :class:`quaint.store.quality_event.QualityEvent`, importable without asyncpg)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
 import asyncpg
 
-EVENT_TYPES = frozenset(
-    {
-        "gap_detected",
-        "gap_backfilled",
-        "gap_unrecoverable",
-        "ws_reconnect",
-        "db_unavailable",
-        "data_dropped",
-        "error",
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class QualityEvent:
-    event_type: str
-    symbol: str | None = None
-    gap_start: datetime | None = None
-    gap_end: datetime | None = None
-    candles_missing: int | None = None
-    candles_recovered: int | None = None
-    source: str | None = None
-    message: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    resolved: bool = False
-    resolved_at: datetime | None = None
-
-    def __post_init__(self) -> None:
-        if self.event_type not in EVENT_TYPES:
-            raise ValueError(f"unknown data quality event type {self.event_type!r}")
-
+from quaint.store.quality_event import QualityEvent
 
 INSERT_EVENT = """
 INSERT INTO data_quality_logs (symbol, event_type, gap_start, gap_end, candles_missing,

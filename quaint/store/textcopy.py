@@ -16,34 +16,42 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-_CACHE_MAX = 4096
-_second_text: dict[int, str] = {}
-_safe_text: dict[str, str] = {}
 # COPY text format: backslash, tab, newline and carriage return must be escaped.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def timestamp_text(ms: int) -> str:
-    """Epoch ms -> ``YYYY-MM-DD HH:MM:SS.mmm+00``, exact to the millisecond; the
-    second's prefix is cached (a feed stamps thousands of rows per second)."""
-    second, millis = divmod(ms, 1000)
-    prefix = _second_text.get(second)
-    if prefix is None:
-        if len(_second_text) >= _CACHE_MAX:
-            _second_text.clear()
-        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        _second_text[second] = prefix
-    return f"{prefix}.{millis:03d}+00"
+class TextEncoder:
+    """Values as COPY text. A feed stamps thousands of rows per second with a few
+    hundred symbols, so the encoder remembers the text of the seconds and strings it
+    has made (at most ``cache_max`` of each): one encoder per writer, kept for its life.
+    What it returns never depends on what it encoded before."""
 
+    __slots__ = ("_cache_max", "_seconds", "_strings")
 
-def text_field(value: str) -> str:
-    """A string escaped for the text format (symbols are cached: they repeat)."""
-    safe = _safe_text.get(value)
-    if safe is None:
-        safe = value.translate(_ESCAPES)
-        if len(_safe_text) < _CACHE_MAX:
-            _safe_text[value] = safe
-    return safe
+    def __init__(self, cache_max: int = 4096) -> None:
+        self._cache_max = cache_max
+        self._seconds: dict[int, str] = {}
+        self._strings: dict[str, str] = {}
+
+    def timestamp(self, ms: int) -> str:
+        """Epoch ms -> ``YYYY-MM-DD HH:MM:SS.mmm+00``, exact to the millisecond."""
+        second, millis = divmod(ms, 1000)
+        prefix = self._seconds.get(second)
+        if prefix is None:
+            if len(self._seconds) >= self._cache_max:
+                self._seconds.clear()
+            prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            self._seconds[second] = prefix
+        return f"{prefix}.{millis:03d}+00"
+
+    def text(self, value: str) -> str:
+        """A string escaped for the text format."""
+        safe = self._strings.get(value)
+        if safe is None:
+            safe = value.translate(_ESCAPES)
+            if len(self._strings) < self._cache_max:
+                self._strings[value] = safe
+        return safe
 
 
 async def copy_text(

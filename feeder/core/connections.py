@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
-from feeder.settings import BookTickerMode
 from quaint.binance.encode import book_ticker_stream, kline_stream
+
+# BOOK_TICKER_MODE: every bookTicker update, the last one per symbol per second, or none
+# (and no bookTicker stream subscribed).
+BookTickerMode = Literal["all", "sampled", "off"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,20 +1,24 @@
 """``GET /health`` body (pure): the seed's six fields plus per-symbol detail.
 
 * ``unhealthy`` (503): nothing is flowing (every symbol stale: no closed candle for
-  the stale timeout, connected or not), or the buffer overflowed while the database
-  was down (data is being dropped right now).
+  the stale timeout, connected or not), every connection was refused for good (a
+  fatal answer, e.g. HTTP 451), or the buffer overflowed while the database was down
+  (data is being dropped right now).
 * ``degraded`` (503): the database is unreachable (rows are buffered), a connection
-  is down (e.g. between a failure and the reconnect), or some symbol is stale.
+  is down (e.g. between a failure and the reconnect, or refused for good), or some
+  symbol is stale.
 * ``healthy`` (200): otherwise.
+
+``problems`` (only when there are some) says why a connection was refused for good.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from quaint.binance.models import ms_to_datetime
-from quaint.service.http import HealthReport
+from quaint.service.health import HealthReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,7 @@ class HealthInputs:
     candles_processed: int
     uptime_s: float
     symbols: list[SymbolHealth]
+    refused: list[str] = field(default_factory=list)  # connections stopped by a fatal answer, and why
 
 
 def iso(ms: int | None) -> str | None:
@@ -45,7 +50,8 @@ def build_health(h: HealthInputs) -> HealthReport:
     ws_all = h.connections_up == h.connections_planned
     any_stale = any(s.stale for s in h.symbols)
     all_stale = bool(h.symbols) and all(s.stale for s in h.symbols)
-    if all_stale or (not h.database_connected and h.shedding_drops):
+    all_refused = h.connections_planned > 0 and len(h.refused) >= h.connections_planned
+    if all_stale or all_refused or (not h.database_connected and h.shedding_drops):
         status = "unhealthy"
     elif not h.database_connected or not ws_all or any_stale:
         status = "degraded"
@@ -70,4 +76,6 @@ def build_health(h: HealthInputs) -> HealthReport:
             for s in h.symbols
         },
     }
+    if h.refused:
+        body["problems"] = list(h.refused)
     return HealthReport(status=status, body=body)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from feeder.accumulator import DropReport
-from feeder.gaps import Gap, minute_ranges
+from feeder.core.accumulator import DropReport
+from feeder.core.gaps import Gap, minute_ranges
 from quaint.binance.models import ms_to_datetime
-from quaint.store.quality import QualityEvent
+from quaint.store.quality_event import QualityEvent
 
 SOURCE = "feeder"
 

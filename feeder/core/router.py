@@ -3,8 +3,10 @@
 For every frame the reader calls :meth:`FrameRouter.on_frame` with the receipt time
 (wall ms, stored with book ticks) and a monotonic ``now`` (batching, watchdog). The
 router decodes, validates, deduplicates and samples, then feeds the accumulator, the
-gap detector and the watchdog. It returns an :class:`Outcome` so the reader can act on
-the few frames that need it (``serverShutdown``, errors to log).
+gap detector and the watchdog. It returns what happened: an :class:`Outcome`, or for a
+frame it skipped a :class:`BadFrame` with the reason, so the reader can act on the few
+frames that need it (``serverShutdown``, errors to log). The router keeps no error state
+for the reader to read back.
 
 Hot path: counters are plain ints read by the metrics collector at scrape time (no
 per-message metric call, no per-message log line, no per-message allocation beyond
@@ -20,16 +22,18 @@ receipt time and emits it when a tick of a later second arrives or at ``flush_sa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
-from feeder.accumulator import Accumulator
-from feeder.events import gap_event
-from feeder.gaps import GapDetector, Verdict
-from feeder.settings import BookTickerMode
-from feeder.watchdog import StaleWatchdog
+from feeder.core.accumulator import Accumulator
+from feeder.core.connections import BookTickerMode, symbol_streams
+from feeder.core.events import gap_event
+from feeder.core.gaps import GapDetector, Verdict
+from feeder.core.watchdog import StaleWatchdog
+from quaint.binance.decoder import OPEN_KLINE, FrameDecoder
 from quaint.binance.errors import ProtocolError
 from quaint.binance.models import MINUTE_MS, BookTick, KlineEvent, ServerShutdown, SubscriptionResult
-from quaint.binance.parse import event_from_json, load_frame, open_kline_symbol
+from quaint.binance.parse import load_frame
 
 # An update id this far below the last one is a restarted sequence, not a duplicate.
 UPDATE_ID_RESET_WINDOW = 10_000_000
@@ -39,6 +43,7 @@ BOOK_SNAPSHOTS_KEPT = 240
 
 class Outcome(IntEnum):
     # Data outcomes come first: the reader tests ``outcome <= DUPLICATE`` on the hot path.
+    # MALFORMED and UNEXPECTED come as a BadFrame (with the reason).
     KLINE_OPEN = 0
     CANDLE = 1
     TICK = 2
@@ -47,6 +52,19 @@ class Outcome(IntEnum):
     CONTROL = 5
     MALFORMED = 6
     UNEXPECTED = 7
+
+
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """A frame the router skipped: ``outcome`` is MALFORMED (it does not parse; ``field``
+    names what is wrong) or UNEXPECTED (it parses but is not for us)."""
+
+    outcome: Outcome
+    reason: str
+    field: str | None = None
+
+
+Routed = Outcome | BadFrame
 
 
 class FrameRouter:
@@ -60,6 +78,7 @@ class FrameRouter:
     ) -> None:
         self.symbols = frozenset(symbols)
         self.book_mode = book_mode
+        self.decoder = FrameDecoder(s for sym in symbols for s in symbol_streams(sym, book_mode))
         self.acc = accumulator
         self.gaps = gaps
         self.watchdog = watchdog
@@ -67,8 +86,6 @@ class FrameRouter:
         self._latest_tick: dict[str, BookTick] = {}
         self._pending: dict[str, BookTick] = {}  # sampled mode: this second's last tick
         self._book_at_close: dict[str, dict[int, BookTick]] = {s: {} for s in symbols}
-        self.last_error: ProtocolError | None = None
-        self.unexpected_reason = ""
         # counters (exported at scrape time)
         self.kline_frames = 0
         self.book_frames = 0
@@ -81,20 +98,17 @@ class FrameRouter:
         self.candles_accepted = 0
         self.gaps_detected = 0
 
-    def on_frame(self, raw: str | bytes, received_at: int, now: float) -> Outcome:
+    def on_frame(self, raw: str | bytes, received_at: int, now: float) -> Routed:
         try:
-            decoded = load_frame(raw)
-            # An update of a still-open candle (half of a kline stream's frames) is
-            # never stored: skip converting its numbers (see open_kline_symbol).
-            symbol = open_kline_symbol(decoded)
-            if symbol is not None and symbol in self.symbols:
-                self.kline_frames += 1
-                return Outcome.KLINE_OPEN
-            event = event_from_json(decoded, received_at)
+            event = self.decoder.decode(load_frame(raw), received_at)
         except ProtocolError as exc:
             self.malformed += 1
-            self.last_error = exc
-            return Outcome.MALFORMED
+            return BadFrame(Outcome.MALFORMED, exc.reason, exc.field)
+        if event is OPEN_KLINE:
+            # An update of a still-open candle of a subscribed symbol (half of a kline
+            # stream's frames): never stored, its numbers were not even converted.
+            self.kline_frames += 1
+            return Outcome.KLINE_OPEN
         if isinstance(event, BookTick):
             return self._on_tick(event, now)
         if isinstance(event, KlineEvent):
@@ -106,21 +120,22 @@ class FrameRouter:
             return Outcome.CONTROL
         return self._unexpected(f"unexpected {type(event).__name__}")
 
-    def _unexpected(self, reason: str) -> Outcome:
+    def _unexpected(self, reason: str) -> BadFrame:
         self.unexpected += 1
-        self.unexpected_reason = reason
-        return Outcome.UNEXPECTED
+        return BadFrame(Outcome.UNEXPECTED, reason)
 
-    def _on_kline(self, event: KlineEvent, now: float) -> Outcome:
+    def _on_kline(self, event: KlineEvent, now: float) -> Routed:
         self.kline_frames += 1
         symbol = event.symbol
+        # The subscription checks of this frame (an open 1m kline of a subscribed symbol
+        # never gets here: the decoder answered OPEN_KLINE for it).
         if symbol not in self.symbols:
             return self._unexpected("kline for an unsubscribed symbol")
         if event.interval != "1m":
             return self._unexpected("kline interval is not 1m")
         if not event.is_closed:
             return Outcome.KLINE_OPEN
-        candle = event.candle
+        candle = event.row
         if candle.open_time % MINUTE_MS or candle.close_time != candle.open_time + MINUTE_MS - 1:
             # The database would refuse it (minute check) and poison the whole batch.
             return self._unexpected("closed candle not aligned to a minute")
@@ -145,7 +160,7 @@ class FrameRouter:
         self.acc.add_candle(candle, now)
         return Outcome.CANDLE
 
-    def _on_tick(self, tick: BookTick, now: float) -> Outcome:
+    def _on_tick(self, tick: BookTick, now: float) -> Routed:
         self.book_frames += 1
         symbol = tick.symbol
         if symbol not in self.symbols or self.book_mode == "off":
