@@ -170,6 +170,11 @@ class StateCollector(Collector):
                 age.add_metric([symbol], since)
         yield age
         yield GaugeMetricFamily(
+            "feeder_batch_linger_seconds",
+            "How long a batch's oldest row may wait for more (BATCH_TIMEOUT_MS): book ticks' commit bound",
+            value=a.linger_s,
+        )
+        yield GaugeMetricFamily(
             "feeder_ws_connections_open", "Open WebSocket connections", value=self.connections_open()
         )
         yield GaugeMetricFamily(
