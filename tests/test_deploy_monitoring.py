@@ -8,6 +8,7 @@ the DB_* environment variables.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+
+from quaint.store.schema import apply_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING_SQL = ROOT / "scripts" / "monitoring.sql"
@@ -48,7 +51,8 @@ HOLE = (100, 103)  # minutes ago: BTCUSDT has no candles for 103, 102, 101, 100 
 
 
 def load_queries() -> dict[str, str]:
-    """``-- name: x`` starts query x; it runs until the next name line."""
+    """``-- name: x`` starts query x; it runs until the next name line. psql's own commands
+    (the ``\\echo`` that labels each result) are left out: they are not SQL."""
     queries: dict[str, str] = {}
     name: str | None = None
     for line in MONITORING_SQL.read_text().splitlines():
@@ -57,9 +61,15 @@ def load_queries() -> dict[str, str]:
             name = m.group(1)
             assert name not in queries, f"duplicate query name {name}"
             queries[name] = ""
-        elif name is not None:
+        elif name is not None and not line.startswith("\\"):
             queries[name] += line + "\n"
     return {k: v.strip() for k, v in queries.items()}
+
+
+def test_every_query_is_labelled_for_psql() -> None:
+    text = MONITORING_SQL.read_text()
+    for name in load_queries():
+        assert f"-- name: {name}\n\\echo '== {name} =='\n" in text, name
 
 
 def test_queries_are_named_and_separated() -> None:
@@ -190,7 +200,11 @@ async def test_every_query_runs_and_answers_correctly(db_pool: asyncpg.Pool) -> 
     ingest = rows("ingest_rate_1h")
     # Everything was just ingested; "the last day" holds BTCUSDT's 1439 newest minutes but the hole.
     assert sum(r["candles"] for r in ingest) == (1439 - 4) + 60
-    assert {r["automation"] for r in rows("scheduled_jobs")} <= {"timescaledb", "pg_cron", "service"}
+    # Neither TimescaleDB's scheduler (Apache) nor pg_cron (not this database): the gap handler's.
+    jobs = {r["job"]: r for r in rows("scheduled_jobs")}
+    assert set(jobs) == {"quaint_cleanup()", "quaint_resolve_predictions()"}
+    assert {r["scheduler"] for r in jobs.values()} == {"gap_handler"}
+    assert jobs["quaint_cleanup()"]["schedule"] == "daily 02:00 UTC"
     assert {r["key"] for r in rows("retention_settings")} >= {"candles_retention", "book_ticker_retention"}
     assert isinstance(rows("database_sessions"), list)
 
@@ -272,3 +286,50 @@ def test_ml_example_reports_bad_settings_without_echoing_them() -> None:
     assert done.returncode == 2
     assert "invalid configuration: DB_PORT" in done.stderr
     assert "s3cret-value" not in done.stderr + done.stdout
+
+
+async def test_psql_runs_the_whole_file_with_a_label_before_each_result(db_url: str) -> None:
+    """As an operator runs it: ``psql -f scripts/monitoring.sql``, every result under its name."""
+    url = urlsplit(db_url)
+    env = {**os.environ, "PGPASSWORD": url.password or ""}
+    cmd = [
+        "psql",
+        "-X",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        url.hostname or "127.0.0.1",
+        "-p",
+        str(url.port),
+        "-U",
+        url.username or "postgres",
+        "-d",
+        url.path.lstrip("/"),
+        "-f",
+        str(MONITORING_SQL),
+    ]
+    done = await asyncio.to_thread(
+        subprocess.run, cmd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    labels = re.findall(r"^== ([a-z0-9_]+) ==$", done.stdout, re.M)
+    assert labels == list(load_queries())  # every query, in the file's order
+    # Each label is followed by its own result (a header line, or "(n rows)").
+    for block in re.split(r"^== [a-z0-9_]+ ==$", done.stdout, flags=re.M)[1:]:
+        assert re.search(r"^\(\d+ rows?\)$", block, re.M), block[:300]
+
+
+async def test_scheduled_jobs_lists_pg_cron_jobs_where_pg_cron_runs_them(cron_db_url: str) -> None:
+    conn = await asyncpg.connect(cron_db_url)
+    try:
+        info = await apply_schema(conn)
+        rows = [dict(r) for r in await conn.fetch(load_queries()["scheduled_jobs"])]
+    finally:
+        await conn.close()
+    if info.license == "timescale":
+        assert {r["scheduler"] for r in rows} == {"timescaledb"}
+        return
+    assert {(r["scheduler"], r["job"], r["schedule"]) for r in rows} == {
+        ("pg_cron", "quaint-cleanup", "0 2 * * *"),
+        ("pg_cron", "quaint-accuracy", "0 3 * * *"),
+    }

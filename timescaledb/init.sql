@@ -330,6 +330,48 @@ BEGIN
     RETURN 'service';
 END $$;
 
+-- The daily jobs as the scheduler that runs them here sees them (scripts/monitoring.sql,
+-- scheduled_jobs): TimescaleDB's own jobs for this schema (compression policies, the two
+-- daily jobs; not TimescaleDB's internal ones, which are none of this project's business),
+-- pg_cron's jobs registered here with their last run, or, when neither runs them, the gap
+-- handler's schedule (it logs daily_job_done / daily_job_failed; nothing is stored).
+CREATE OR REPLACE FUNCTION quaint_scheduled_jobs()
+RETURNS TABLE (scheduler TEXT, job TEXT, schedule TEXT, last_run TIMESTAMPTZ, last_status TEXT,
+               next_run TIMESTAMPTZ, failures BIGINT)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    CASE quaint_automation_mode()
+    WHEN 'timescaledb' THEN
+        RETURN QUERY
+        SELECT 'timescaledb'::TEXT, j.proc_name::TEXT || coalesce(' on ' || j.hypertable_name::TEXT, ''),
+               j.schedule_interval::TEXT, s.last_run_started_at, s.last_run_status::TEXT, s.next_start,
+               s.total_failures::BIGINT
+        FROM timescaledb_information.jobs AS j
+        LEFT JOIN timescaledb_information.job_stats AS s ON s.job_id = j.job_id
+        WHERE j.proc_name IN ('quaint_cleanup_job', 'quaint_accuracy_job')
+           OR j.hypertable_name IN ('candles_1m', 'book_ticker', 'feature_cache', 'predictions')
+        ORDER BY j.job_id;
+    WHEN 'pg_cron' THEN
+        -- cron.* exists only where pg_cron is installed: referenced through EXECUTE.
+        RETURN QUERY EXECUTE $q$
+        SELECT 'pg_cron'::TEXT, j.jobname::TEXT, j.schedule::TEXT, r.start_time, r.status::TEXT,
+               NULL::TIMESTAMPTZ,
+               (SELECT count(*) FROM cron.job_run_details AS f WHERE f.jobid = j.jobid AND f.status = 'failed')
+        FROM cron.job AS j
+        LEFT JOIN LATERAL (SELECT d.start_time, d.status FROM cron.job_run_details AS d
+                           WHERE d.jobid = j.jobid ORDER BY d.start_time DESC LIMIT 1) AS r ON true
+        WHERE j.database = current_database() AND j.jobname IN ('quaint-cleanup', 'quaint-accuracy')
+        ORDER BY j.jobname $q$;
+    ELSE
+        RETURN QUERY
+        SELECT 'gap_handler'::TEXT, v.job, v.schedule, NULL::TIMESTAMPTZ,
+               'see the gap handler log (daily_job_done)'::TEXT,
+               quaint_next_utc_hour(v.hour), NULL::BIGINT
+        FROM (VALUES ('quaint_cleanup()', 'daily 02:00 UTC', 2),
+                     ('quaint_resolve_predictions()', 'daily 03:00 UTC', 3)) AS v(job, schedule, hour);
+    END CASE;
+END $$;
+
 -- Next occurrence of hh:00 UTC, as the first run of a daily TimescaleDB job.
 CREATE OR REPLACE FUNCTION quaint_next_utc_hour(p_hour INTEGER) RETURNS TIMESTAMPTZ
 LANGUAGE sql STABLE AS $$
