@@ -6,7 +6,7 @@ Two runs, each with its own durable database and simulator:
 
 1. ``RATE_LIMIT_REQUESTS_PER_SEC=10``: candles/s and the ratio to the cap (10 requests/s
    x 1000 candles per request). The token bucket runs 2 % under the configured rate on
-   purpose (see ``gap_handler.rate``), so 0.98 is the best possible ratio.
+   purpose (see ``gap_handler.core.rate``), so 0.98 is the best possible ratio.
 2. The cap lifted (1000 requests/s, the simulator's weight limit raised so the weight
    budget never throttles): what the rest of the path (simulator, parse, upsert, commit
    per page) sustains on this machine, with the process CPU that says who limits it; then
@@ -47,7 +47,7 @@ from bench.services import (
     postmaster_pid,
     simulator,
 )
-from gap_handler.intervals import history_start
+from gap_handler.core.intervals import history_start
 from gap_handler.store import scan_holes
 from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 from quaint.binance.parse import parse_rest_klines
@@ -179,16 +179,18 @@ def klines_count(sim: Service) -> int:
 
 async def notify_latency(db_url: str, sim: Service, gh: Service, rounds: int = NOTIFY_ROUNDS) -> float:
     """Median seconds from a committed gap_detected row to the first klines request after
-    it: delete a stored half hour, report it as the feeder would, poll the simulator."""
+    it: delete a stored half hour near the newest candle, report it as the feeder would,
+    poll the simulator."""
     conn = await asyncpg.connect(db_url)
     await prepare_connection(conn)
     try:
-        first = datetime_to_ms(
-            await conn.fetchval("SELECT min(time) FROM candles_1m WHERE symbol = $1", SYMBOL)
+        # Near the live edge, where a feeder's gaps are: the NOTIFY's scan runs from the gap on.
+        newest = datetime_to_ms(
+            await conn.fetchval("SELECT max(time) FROM candles_1m WHERE symbol = $1", SYMBOL)
         )
         took = []
         for i in range(rounds):
-            start = first + (i + 1) * 2 * HOLE_MINUTES * MINUTE_MS
+            start = newest - (i + 1) * 2 * HOLE_MINUTES * MINUTE_MS
             end = start + HOLE_MINUTES * MINUTE_MS
             await conn.execute(
                 "DELETE FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3",

@@ -2,7 +2,7 @@
 the gap handler's own set-based scan (``gap_handler.store.scan_holes``) is timed.
 
 Two figures per state: the full scan one symbol after another on one connection (the
-query's own cost), and two symbols at a time on two connections, as ``GapService.scan``
+query's own cost), and two symbols at a time on two connections, as ``Backfills.scan``
 runs it. The holes found must equal the holes punched, exactly. Always measured on
 uncompressed chunks; where the server has TimescaleDB's Community module (licence
 ``timescale``) also on compressed history (every chunk but the newest week compressed,
@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from bench.common import durable_cluster, machine, result
-from gap_handler.intervals import MinuteRange, merge
+from gap_handler.core.intervals import MinuteRange, merge
 from gap_handler.store import SCAN_HOLES, scan_holes
 from quaint.binance.models import datetime_to_ms
 from quaint.store.schema import apply_schema

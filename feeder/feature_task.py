@@ -22,7 +22,6 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
 
 import asyncpg
 import structlog
@@ -30,45 +29,14 @@ import structlog
 from feeder.core.features import LOOKBACK_MINUTES, compute_features
 from feeder.core.router import FrameRouter
 from feeder.metrics import FeederMetrics
-from quaint.binance.models import MINUTE_MS, BookTick, datetime_to_ms, ms_to_datetime
+from quaint.binance.models import MINUTE_MS, BookTick
 from quaint.service.logging import LogThrottle
+from quaint.store.book import last_ticks_of_minutes
 from quaint.store.candles import fetch_candles
 from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
-from quaint.store.features import FeatureRow, upsert_features
+from quaint.store.features import FeatureRow, minutes_without_features, upsert_features
 
 log = structlog.get_logger(__name__)
-
-PENDING_MINUTES = """
-WITH newest AS (
-    SELECT s.symbol, (SELECT max(time) FROM candles_1m c WHERE c.symbol = s.symbol) AS t
-    FROM unnest($1::text[]) AS s(symbol)
-)
-SELECT c.symbol, c.time
-FROM newest n
-JOIN candles_1m c ON c.symbol = n.symbol AND c.time > n.t - make_interval(mins => $3)
-LEFT JOIN LATERAL (
-    SELECT (f.features_json ->> 'window_minutes')::int AS window_minutes FROM feature_cache f
-    WHERE f.symbol = c.symbol AND f.time = c.time AND f.version = $2
-) f ON true
-WHERE f.window_minutes IS NULL  -- no row yet
-   OR (f.window_minutes < $5 AND EXISTS (  -- stale: the minute before its window is now stored
-        SELECT 1 FROM candles_1m p
-        WHERE p.symbol = c.symbol AND p.time = c.time - make_interval(mins => f.window_minutes)))
-ORDER BY c.symbol, c.time
-LIMIT $4
-"""
-
-# The last tick received during each target minute [t, t + 60 s): receipt time never
-# after the candle's close, so no look-ahead.
-BOOK_AT = """
-SELECT t.target, b.update_id, b.bid_price, b.bid_qty, b.ask_price, b.ask_qty, b.time
-FROM unnest($2::timestamptz[]) AS t(target)
-JOIN LATERAL (
-    SELECT update_id, bid_price, bid_qty, ask_price, ask_qty, time FROM book_ticker
-    WHERE symbol = $1 AND time >= t.target AND time < t.target + interval '1 minute'
-    ORDER BY time DESC LIMIT 1
-) b ON true
-"""
 
 
 class FeatureTask:
@@ -117,17 +85,17 @@ class FeatureTask:
         started = self.clock()
         written = 0
         async with self.pool.acquire() as conn:
-            pending = await conn.fetch(
-                PENDING_MINUTES,
+            pending = await minutes_without_features(
+                conn,
                 self.symbols,
                 self.version,
-                self.horizon_minutes,
-                self.max_rows,
-                LOOKBACK_MINUTES,
+                horizon_minutes=self.horizon_minutes,
+                full_window=LOOKBACK_MINUTES,
+                limit=self.max_rows,
             )
             targets: dict[str, list[int]] = defaultdict(list)
-            for row in pending:
-                targets[row["symbol"]].append(datetime_to_ms(row["time"]))
+            for symbol, minute in pending:
+                targets[symbol].append(minute)
             rows: list[FeatureRow] = []
             for symbol, times in targets.items():
                 rows.extend(await self._symbol_rows(conn, symbol, times))
@@ -144,28 +112,10 @@ class FeatureTask:
         books: dict[int, BookTick | None] = {t: self.router.book_at_close(symbol, t) for t in times}
         missing = [t for t, b in books.items() if b is None]
         if missing:
-            books.update(await self._books_from_db(conn, symbol, missing))
+            books.update(await last_ticks_of_minutes(conn, symbol, missing))
         out = []
         for t in times:
             features = compute_features(candles, t, books.get(t))
             if features is not None:
                 out.append(FeatureRow(symbol=symbol, time=t, features=features, version=self.version))
-        return out
-
-    async def _books_from_db(
-        self, conn: asyncpg.Connection, symbol: str, times: list[int]
-    ) -> dict[int, BookTick]:
-        rows = await conn.fetch(BOOK_AT, symbol, [ms_to_datetime(t) for t in times])
-        out = {}
-        for r in rows:
-            received: datetime = r["time"]
-            out[datetime_to_ms(r["target"])] = BookTick(
-                symbol=symbol,
-                update_id=r["update_id"],
-                bid_price=r["bid_price"],
-                bid_qty=r["bid_qty"],
-                ask_price=r["ask_price"],
-                ask_qty=r["ask_qty"],
-                received_at=datetime_to_ms(received),
-            )
         return out

@@ -1,23 +1,26 @@
-"""The feeder process: wiring of the cores and shells, the aiohttp app, the lifecycle.
+"""The feeder, assembled: its cores, the shells around them, and what it does while it runs.
 
-Lifecycle. ``serve()`` starts the aiohttp app, whose ``cleanup_ctx`` creates the
-process's single asyncpg pool (kept under ``POOL_KEY``), applies the schema, and
-starts :meth:`Feeder.run`, which owns every background task in one TaskGroup. On
-SIGTERM/SIGINT (``stop``): intake stops (connections closed), sampled ticks are
-flushed into the buffer, the writer drains it within ``SHUTDOWN_FLUSH_TIMEOUT_S``, then
-the pool closes and the process exits 0. A crashed task (a bug: errors we expect
-are handled where they occur) ends the TaskGroup and the process exits 1; so does a
-feeder whose every connection got a fatal answer (HTTP 451, 403, 404, a malformed URL:
-nothing can ever work), after the same orderly stop.
+Assembled like the gap handler (:mod:`gap_handler.service`) and run by the shared
+lifecycle (:func:`quaint.service.lifecycle.serve`, which owns the pool, the schema, the
+HTTP app, the signals and the shutdown deadline): :func:`spec` names what ``serve()``
+needs; :func:`assemble` builds a :class:`Feeder` on the process's resources (the clocks
+and factories a test replaces are its parameters) and reads each symbol's newest stored
+minute as the gap baseline.
+
+:meth:`Feeder.run` owns every background task in one TaskGroup. On :meth:`Feeder.stop`
+intake stops (connections closed), sampled ticks are flushed into the buffer and the
+writer drains it; if ``SHUTDOWN_FLUSH_TIMEOUT_S`` (counted from the stop) passes first,
+``serve()`` cancels the run and the rows still buffered are logged as lost. A feeder
+whose every connection got a fatal answer (HTTP 451, 403, 404, a malformed URL: nothing
+can ever work) sets :attr:`Feeder.fatal` and stops itself the same way: exit 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
-import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -33,45 +36,50 @@ from feeder.feature_task import FeatureTask
 from feeder.metrics import FeederMetrics, StateCollector
 from feeder.settings import FeederSettings
 from feeder.stream import ConnectionSlot, Connector
-from feeder.writer import Sender, wall_ms
-from quaint.binance.models import datetime_to_ms
+from feeder.writer import Sender
+from quaint.service.clock import wall_ms
 from quaint.service.health import HealthReport
-from quaint.service.http import create_service_app
+from quaint.service.lifecycle import Resources, ServiceSpec
 from quaint.service.retry import jittered_backoff
-from quaint.service.runtime import bound_port, start_http
-from quaint.store.pool import DatabaseUnavailable, create_pool
-from quaint.store.schema import TimescaleUnavailable, apply_schema, log_schema_info
+from quaint.store.candles import newest_open_times
 
 log = structlog.get_logger(__name__)
 
 DelayPolicy = Callable[[], Iterator[float]]
-NEWEST_STORED = "SELECT symbol, max(time) AS t FROM candles_1m WHERE symbol = ANY($1::text[]) GROUP BY symbol"
 TICK_S = 0.25  # sampled book ticks are released within this of their second ending
 
 
+def default_reconnect_delays(settings: FeederSettings) -> DelayPolicy:
+    s = settings
+    return lambda: reconnect.reconnect_delays(s.websocket_reconnect_interval_s, s.websocket_reconnect_max_s)
+
+
+def default_db_retry_delays(settings: FeederSettings) -> DelayPolicy:
+    return lambda: jittered_backoff(settings.db_retry_interval_s, settings.db_retry_max_s)
+
+
 class Feeder:
+    """Built by :func:`assemble`; every part is an attribute (tests read them)."""
+
     def __init__(
         self,
         settings: FeederSettings,
+        resources: Resources,
         *,
-        registry: CollectorRegistry | None = None,
-        reconnect_delays: DelayPolicy | None = None,
-        db_retry_delays: DelayPolicy | None = None,
-        connector: Connector | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        registry: CollectorRegistry,
+        reconnect_delays: DelayPolicy,
+        db_retry_delays: DelayPolicy,
+        connector: Connector | None,
+        clock: Callable[[], float],
     ) -> None:
         s = settings
         self.settings = s
         self.symbols = list(s.symbols)
         self.clock = clock
-        self.registry = registry or CollectorRegistry()
-        self.reconnect_delays = reconnect_delays or (
-            lambda: reconnect.reconnect_delays(s.websocket_reconnect_interval_s, s.websocket_reconnect_max_s)
-        )
-        self.db_retry_delays = db_retry_delays or (
-            lambda: jittered_backoff(s.db_retry_interval_s, s.db_retry_max_s)
-        )
-        self.connector = connector
+        self.registry = registry
+        self.pool = resources.pool
+        self.reconnect_delays = reconnect_delays
+        # The cores.
         self.acc = Accumulator(
             batch_size=s.batch_size,
             linger_s=s.batch_timeout_s,
@@ -84,62 +92,18 @@ class Feeder:
         self.router = FrameRouter(self.symbols, s.book_ticker_mode, self.acc, self.gaps, self.watchdog)
         self.plans = plan_connections(self.symbols, s.book_ticker_mode, s.streams_per_connection)
         self.limiter = ConnectRateLimiter(s.ws_connects_per_second, s.ws_connects_per_5min)
-        self.metrics = FeederMetrics.create(self.registry)
-        self.registry.register(
-            StateCollector(
-                self.router,
-                self.acc,
-                self.watchdog,
-                self.symbols,
-                connections_open=lambda: sum(slot.state.open_connections for slot in self.slots),
-                database_up=lambda: self.sender is None or self.sender.connected,
-                clock=clock,
-            )
-        )
-        self.sender: Sender | None = None
-        self.features: FeatureTask | None = None
-        self.slots: list[ConnectionSlot] = []
-        self._slot_of = {sym: plan.index for plan in self.plans for sym in plan.symbols}
-        self._stop = asyncio.Event()
-        self.fatal: str | None = None  # set when every connection was refused for good
-        self.started_at = clock()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def _slot_stopped(self) -> None:
-        """A slot got a fatal answer. When none is left, nothing can ever flow: stop
-        (and exit non-zero); otherwise the others go on and /health says why."""
-        reasons = [slot.state.fatal for slot in self.slots]
-        if reasons and all(reason is not None for reason in reasons):
-            self.fatal = "; ".join(sorted({str(reason) for reason in reasons}))
-            log.error("feeder_cannot_run", reason=self.fatal, connections=len(self.slots))
-            self._stop.set()
-
-    async def prepare(self, pool: asyncpg.Pool) -> None:
-        """Schema, then each symbol's newest stored minute as the gap baseline (so the
-        hole between it and the first live candle is reported like any other gap)."""
-        async with pool.acquire() as conn:
-            log_schema_info(await apply_schema(conn))
-            rows = await conn.fetch(NEWEST_STORED, self.symbols)
-        for row in rows:
-            self.gaps.seed(row["symbol"], datetime_to_ms(row["t"]))
-        log.info("gap_baseline", symbols_with_history=len(rows), symbols=len(self.symbols))
-
-    async def run(self, pool: asyncpg.Pool) -> None:
-        s = self.settings
-        self.sender = sender = Sender(
-            pool, self.acc, self.metrics, retry_delays=self.db_retry_delays, clock=self.clock
-        )
+        # The shells around them.
+        self.metrics = FeederMetrics.create(registry)
+        self.sender = Sender(self.pool, self.acc, self.metrics, retry_delays=db_retry_delays, clock=clock)
         self.features = FeatureTask(
-            pool,
+            self.pool,
             self.symbols,
             s.feature_version,
             s.feature_cache_interval_s,
             s.feature_horizon_minutes,
             self.router,
             self.metrics,
-            clock=self.clock,
+            clock=clock,
         )
         self.slots = [
             ConnectionSlot(
@@ -151,13 +115,55 @@ class Feeder:
                 self.watchdog,
                 self.limiter,
                 self.metrics,
-                reconnect_delays=self.reconnect_delays,
+                reconnect_delays=reconnect_delays,
                 on_fatal=self._slot_stopped,
-                connector=self.connector,
-                clock=self.clock,
+                connector=connector,
+                clock=clock,
             )
             for plan in self.plans
         ]
+        registry.register(
+            StateCollector(
+                self.router,
+                self.acc,
+                self.watchdog,
+                self.symbols,
+                connections_open=lambda: sum(slot.state.open_connections for slot in self.slots),
+                database_up=lambda: self.sender.connected,
+                clock=clock,
+            )
+        )
+        self._slot_of = {sym: plan.index for plan in self.plans for sym in plan.symbols}
+        self._stop = asyncio.Event()
+        self.fatal: str | None = None  # set when every connection was refused for good
+        self.started_at = clock()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopping(self) -> None:
+        await self._stop.wait()
+
+    def _slot_stopped(self) -> None:
+        """A slot got a fatal answer. When none is left, nothing can ever flow: stop
+        (and exit non-zero); otherwise the others go on and /health says why."""
+        reasons = [slot.state.fatal for slot in self.slots]
+        if reasons and all(reason is not None for reason in reasons):
+            self.fatal = "; ".join(sorted({str(reason) for reason in reasons}))
+            log.error("feeder_cannot_run", reason=self.fatal, connections=len(self.slots))
+            self._stop.set()
+
+    async def prepare(self) -> None:
+        """Each symbol's newest stored minute as the gap baseline (so the hole between it
+        and the first live candle is reported like any other gap)."""
+        async with self.pool.acquire() as conn:
+            newest = await newest_open_times(conn, self.symbols)
+        for symbol, open_time in newest.items():
+            self.gaps.seed(symbol, open_time)
+        log.info("gap_baseline", symbols_with_history=len(newest), symbols=len(self.symbols))
+
+    async def run(self) -> None:
+        sender = self.sender
         async with asyncio.TaskGroup() as tg:
             sender_task = tg.create_task(sender.run(), name="sender")
             aux = [
@@ -169,26 +175,25 @@ class Feeder:
                 "feeder_running",
                 symbols=len(self.symbols),
                 connections=len(self.slots),
-                book_ticker_mode=s.book_ticker_mode,
+                book_ticker_mode=self.settings.book_ticker_mode,
             )
             await self._stop.wait()
             log.info("feeder_stopping", buffered=len(self.acc))
-            for task in intake:
-                task.cancel()
-            await asyncio.wait(intake)
-            self.router.flush_samples(wall_ms(), self.clock(), force=True)
-            self.acc.close()
             try:
-                async with asyncio.timeout(s.shutdown_flush_timeout_s):
-                    await asyncio.wait([sender_task])
-            except TimeoutError:
+                for task in intake:
+                    task.cancel()
+                await asyncio.wait(intake)
+                self.router.flush_samples(wall_ms(), self.clock(), force=True)
+                self.acc.close()
+                await asyncio.wait([sender_task])
+            except asyncio.CancelledError:  # the shutdown deadline passed
                 log.error(
                     "flush_deadline_passed", rows_lost=len(self.acc), database_connected=sender.connected
                 )
-                sender_task.cancel()
+                raise
             for task in aux:
                 task.cancel()
-        log.info("feeder_stopped", candles_written=sender.candles_written)
+        log.info("feeder_drained", candles_written=sender.candles_written)
 
     async def _tick(self) -> None:
         """Release sampled book ticks whose second is over (a quiet symbol sends no
@@ -200,8 +205,7 @@ class Feeder:
     async def health(self) -> HealthReport:
         now = self.clock()
         up = {slot.plan.index for slot in self.slots if slot.state.connected}
-        sender = self.sender
-        connected = sender is None or sender.connected
+        connected = self.sender.connected
         return build_health(
             HealthInputs(
                 connections_up=len(up),
@@ -213,7 +217,7 @@ class Feeder:
                     for slot in self.slots
                     if slot.state.fatal is not None
                 ],
-                candles_processed=0 if sender is None else sender.candles_written,
+                candles_processed=self.sender.candles_written,
                 uptime_s=now - self.started_at,
                 symbols=[
                     SymbolHealth(
@@ -229,68 +233,63 @@ class Feeder:
         )
 
 
-POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 FEEDER_KEY = web.AppKey("feeder", Feeder)
-FEEDER_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("feeder_task")
 
 
-async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = await create_pool(app[FEEDER_KEY].settings)
-    app[POOL_KEY] = pool
-    yield
-    try:
-        async with asyncio.timeout(10):
-            await pool.close()
-    except TimeoutError:
-        pool.terminate()
+async def assemble(
+    settings: FeederSettings,
+    resources: Resources,
+    *,
+    registry: CollectorRegistry,
+    reconnect_delays: DelayPolicy | None = None,
+    db_retry_delays: DelayPolicy | None = None,
+    connector: Connector | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Feeder:
+    """Every part of the feeder on the process's resources, ready to run."""
+    feeder = Feeder(
+        settings,
+        resources,
+        registry=registry,
+        reconnect_delays=reconnect_delays or default_reconnect_delays(settings),
+        db_retry_delays=db_retry_delays or default_db_retry_delays(settings),
+        connector=connector,
+        clock=clock,
+    )
+    await feeder.prepare()
+    return feeder
 
 
-async def _feeder_ctx(app: web.Application) -> AsyncIterator[None]:
-    feeder = app[FEEDER_KEY]
-    await feeder.prepare(app[POOL_KEY])
-    task = asyncio.create_task(feeder.run(app[POOL_KEY]), name="feeder")
-    app[FEEDER_TASK_KEY] = task
-    yield
-    feeder.request_stop()
-    await asyncio.wait([task])  # the outcome is read by serve()
+def spec(
+    settings: FeederSettings,
+    *,
+    registry: CollectorRegistry | None = None,
+    reconnect_delays: DelayPolicy | None = None,
+    db_retry_delays: DelayPolicy | None = None,
+    connector: Connector | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> ServiceSpec[Feeder]:
+    """What :func:`quaint.service.lifecycle.serve` needs to run the feeder."""
+    registry = registry or CollectorRegistry()
 
+    async def build(resources: Resources) -> Feeder:
+        return await assemble(
+            settings,
+            resources,
+            registry=registry,
+            reconnect_delays=reconnect_delays,
+            db_retry_delays=db_retry_delays,
+            connector=connector,
+            clock=clock,
+        )
 
-def build_app(feeder: Feeder) -> web.Application:
-    app = create_service_app(feeder.registry, feeder.health)
-    app[FEEDER_KEY] = feeder
-    app.cleanup_ctx.extend([_pool_ctx, _feeder_ctx])
-    return app
-
-
-async def serve(
-    feeder: Feeder,
-    stop: asyncio.Event,
-    on_ready: Callable[[web.Application, int], None] | None = None,
-) -> int:
-    """Run until ``stop`` is set (exit code 0) or the feeder fails (1)."""
-    s = feeder.settings
-    app = build_app(feeder)
-    try:
-        runner = await start_http(app, s.feeder_host, s.feeder_port)
-    except (DatabaseUnavailable, TimescaleUnavailable) as exc:
-        log.error("startup_failed", error=str(exc))
-        return 1
-    port = bound_port(runner)
-    log.info("feeder_http_listening", host=s.feeder_host, port=port)
-    if on_ready is not None:
-        on_ready(app, port)
-    task = app[FEEDER_TASK_KEY]
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        feeder.request_stop()
-        await runner.cleanup()
-    if task.cancelled():
-        return 1
-    error = task.exception()
-    if error is not None:
-        log.error("feeder_failed", exc_info=error)
-        return 1
-    return 0 if feeder.fatal is None else 1
+    return ServiceSpec(
+        name="feeder",
+        settings=settings,
+        host=settings.feeder_host,
+        port=settings.feeder_port,
+        key=FEEDER_KEY,
+        assemble=build,
+        registry=registry,
+        shutdown_deadline_s=settings.shutdown_flush_timeout_s,
+    )

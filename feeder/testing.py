@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from feeder.service import Feeder, serve
+from feeder.service import Feeder, spec
 from feeder.settings import FeederSettings
 from quaint.binance.encode import (
     book_ticker_payload,
@@ -28,6 +28,7 @@ from quaint.binance.models import MINUTE_MS, BookTick, Candle
 from quaint.service.settings import db_fields_from_url
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import prepare_connection
+from quaint.testing.services import Served, served
 from simulator.testing import SimHandle, running_simulator, wait_until
 
 T0 = 1_763_985_600_000  # 2025-11-24T12:00:00Z, a minute boundary
@@ -127,14 +128,23 @@ def settings_for(db_url: str, ws_url: str, **overrides: Any) -> FeederSettings:
 
 @dataclass
 class FeederHandle:
-    feeder: Feeder
-    port: int
-    stop: asyncio.Event
-    task: asyncio.Task[int]
+    served: Served[Feeder]
+
+    @property
+    def feeder(self) -> Feeder:
+        return self.served.service
+
+    @property
+    def port(self) -> int:
+        return self.served.port
+
+    @property
+    def task(self) -> asyncio.Task[int]:
+        return self.served.task
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.served.url
 
     async def get(self, path: str) -> tuple[int, bytes]:
         async with aiohttp.ClientSession() as session, session.get(self.url + path) as resp:
@@ -145,27 +155,15 @@ class FeederHandle:
         return status, orjson.loads(body)
 
     async def shutdown(self) -> int:
-        self.stop.set()
-        return await self.task
+        return await self.served.shutdown()
 
 
 @asynccontextmanager
 async def running_feeder(settings: FeederSettings, **feeder_kwargs: Any) -> AsyncIterator[FeederHandle]:
-    """Start ``serve()`` in this loop; on exit stop it like SIGTERM would."""
-    feeder = Feeder(settings, **feeder_kwargs)
-    stop = asyncio.Event()
-    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(feeder, stop, on_ready=lambda _app, port: ready.set_result(port)))
-    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-    if not ready.done():
-        raise RuntimeError(f"the feeder did not start (exit code {task.result()})")
-    handle = FeederHandle(feeder, ready.result(), stop, task)
-    try:
-        yield handle
-    finally:
-        if not task.done():
-            stop.set()
-            await asyncio.wait([task])
+    """The feeder run by ``serve()`` in this loop (``feeder_kwargs``: the clocks and
+    factories :func:`feeder.service.spec` takes); on exit stopped as SIGTERM would."""
+    async with served(spec(settings, **feeder_kwargs)) as handle:
+        yield FeederHandle(handle)
 
 
 # ---- end-to-end helpers: the simulator, the database, metrics ----

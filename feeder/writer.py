@@ -37,12 +37,13 @@ import structlog
 from feeder.core.accumulator import Accumulator, Batch
 from feeder.core.events import drop_events, outage_event
 from feeder.metrics import FeederMetrics
+from quaint.service.clock import wall_ms
 from quaint.service.logging import LogThrottle
 from quaint.service.retry import jittered_backoff
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import upsert_candles
 from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
-from quaint.store.quality import log_event
+from quaint.store.quality import gap_reported, log_event
 from quaint.store.quality_event import QualityEvent
 from quaint.store.textcopy import TextEncoder
 
@@ -53,15 +54,6 @@ log = structlog.get_logger(__name__)
 # holds a pool connection only while it writes (DB_POOL_MAX_SIZE 5: main lane, two
 # express lanes, the feature task).
 EXPRESS_LANES = 2
-
-GAP_EXISTS = """
-SELECT EXISTS (SELECT 1 FROM data_quality_logs WHERE event_type = 'gap_detected'
-               AND symbol = $1 AND gap_start = $2 AND gap_end = $3)
-"""
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def split(batch: Batch) -> tuple[Batch, Batch]:
@@ -236,9 +228,7 @@ class Sender:
     async def _log_event(self, conn: asyncpg.Connection, event: QualityEvent) -> None:
         # A retried batch whose first commit did land (acknowledgement lost) or a
         # restart must not report the same gap twice.
-        if event.event_type == "gap_detected" and await conn.fetchval(
-            GAP_EXISTS, event.symbol, event.gap_start, event.gap_end
-        ):
+        if event.event_type == "gap_detected" and await gap_reported(conn, event):
             return
         await log_event(conn, event)
 

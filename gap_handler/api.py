@@ -1,28 +1,23 @@
-"""HTTP API: /health, /metrics, /gaps, /backfills, /coverage.
+"""HTTP API: /gaps, /backfills, /coverage (``/health`` and ``/metrics`` come with every
+service's app, :mod:`quaint.service.http`).
 
-The app's cleanup context creates the process's components (pool, session, service),
-runs the service's TaskGroup in one supervised task, and on shutdown stops intake,
-lets in-flight pages finish within the deadline, then closes everything.
+The handlers read the running :class:`gap_handler.service.GapHandler` under
+:data:`GAP_HANDLER_KEY`, where :func:`quaint.service.lifecycle.serve` keeps it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from gap_handler import store
-from gap_handler.app import Components, NowMs, components, health, service_loops
-from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
-from gap_handler.settings import RETENTION_DAYS, GapHandlerSettings
-from gap_handler.validation import (
+from gap_handler.core.intervals import DAY_MS, RETENTION_DAYS, MinuteRange, closed_end
+from gap_handler.core.validation import (
     BadInput,
     parse_backfill_body,
     parse_backfill_id,
@@ -33,15 +28,16 @@ from gap_handler.validation import (
     parse_symbol,
 )
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
-from quaint.service.health import HealthReport
-from quaint.service.http import create_service_app, json_error, json_response
+from quaint.service.http import json_error, json_response
 from quaint.store.errors import DB_ERRORS
+
+if TYPE_CHECKING:
+    from gap_handler.service import GapHandler
 
 log = structlog.get_logger(__name__)
 
-SETTINGS_KEY = web.AppKey("settings", GapHandlerSettings)
-COMPONENTS_KEY = web.AppKey("components", Components)
-SUPERVISOR_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("supervisor")
+# The type only for the checker: gap_handler.service imports this module (for the routes).
+GAP_HANDLER_KEY: web.AppKey[GapHandler] = web.AppKey("gap_handler")
 _MAX_BODY = 16 * 1024
 _EVENT_TYPES = {
     "all": ["gap_detected", "gap_backfilled", "gap_unrecoverable"],
@@ -67,8 +63,8 @@ def _range_json(symbol: str, r: MinuteRange, state: str) -> dict[str, Any]:
 
 
 async def get_gaps(request: web.Request) -> web.Response:
-    c = request.app[COMPONENTS_KEY]
-    svc = c.service
+    c = request.app[GAP_HANDLER_KEY]
+    svc = c.backfills
     try:
         symbol = parse_optional_symbol(request.query.get("symbol"), svc.symbols)
         status = parse_gap_status(request.query.get("status"))
@@ -117,15 +113,17 @@ async def _read_capped(request: web.Request) -> bytes:
 
 
 async def post_backfill(request: web.Request) -> web.Response:
-    c = request.app[COMPONENTS_KEY]
+    c = request.app[GAP_HANDLER_KEY]
     token = c.settings.admin_token_value
     if token is None:
         return json_error(403, "backfill requests are disabled: ADMIN_TOKEN is not configured")
     if not _authorised(request, token):
         return web.Response(
-            body=orjson.dumps({"error": "missing or wrong bearer token"}), status=401,
-            content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
+            body=orjson.dumps({"error": "missing or wrong bearer token"}),
+            status=401,
+            content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if request.content_length is not None and request.content_length > _MAX_BODY:
         return json_error(413, "body too large", "body")
     raw = await _read_capped(request)
@@ -136,10 +134,10 @@ async def post_backfill(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError:
         return json_error(400, "body is not valid JSON", "body")
     try:
-        wanted = parse_backfill_body(body, c.service.symbols, c.now_ms())
+        wanted = parse_backfill_body(body, c.backfills.symbols, c.now_ms())
     except BadInput as exc:
         return _bad(exc)
-    if c.service.stopping:
+    if c.backfills.stopping:
         return json_error(503, "shutting down")
     try:
         task = await c.requests.submit(wanted.symbol, wanted.range)
@@ -152,12 +150,12 @@ async def post_backfill(request: web.Request) -> web.Response:
 async def get_backfill(request: web.Request) -> web.Response:
     """Live in this process: from memory (rate, ETA); otherwise (finished before a
     restart, or not yet resumed) from ``backfill_requests``, in the same shape."""
-    c = request.app[COMPONENTS_KEY]
+    c = request.app[GAP_HANDLER_KEY]
     try:
         ident = parse_backfill_id(request.match_info["id"])
     except BadInput as exc:
         return _bad(exc)
-    task = c.service.tasks.get(ident)
+    task = c.backfills.tasks.get(ident)
     if task is not None:
         return json_response(task.as_json(time.monotonic()))
     try:
@@ -172,9 +170,9 @@ async def get_backfill(request: web.Request) -> web.Response:
 
 async def list_backfills(request: web.Request) -> web.Response:
     """The most recent requests first; live ones with their current progress."""
-    c = request.app[COMPONENTS_KEY]
+    c = request.app[GAP_HANDLER_KEY]
     try:
-        symbol = parse_optional_symbol(request.query.get("symbol"), c.service.symbols)
+        symbol = parse_optional_symbol(request.query.get("symbol"), c.backfills.symbols)
         state = parse_backfill_state(request.query.get("state"))
         limit = parse_int(request.query.get("limit"), "limit", default=50, lo=1, hi=1000)
     except BadInput as exc:
@@ -185,15 +183,15 @@ async def list_backfills(request: web.Request) -> web.Response:
     except DB_ERRORS:
         return json_error(503, "database unavailable")
     now = time.monotonic()
-    tasks = c.service.tasks
+    tasks = c.backfills.tasks
     out = [t.as_json(now) if (t := tasks.get(r.id)) is not None else r.as_json() for r in rows]
     return json_response({"backfills": out})
 
 
 async def get_coverage(request: web.Request) -> web.Response:
-    c = request.app[COMPONENTS_KEY]
+    c = request.app[GAP_HANDLER_KEY]
     try:
-        symbol = parse_symbol(request.query.get("symbol"), c.service.symbols)
+        symbol = parse_symbol(request.query.get("symbol"), c.backfills.symbols)
         days = parse_int(request.query.get("days"), "days", default=7, lo=1, hi=RETENTION_DAYS)
     except BadInput as exc:
         return _bad(exc)
@@ -210,54 +208,23 @@ async def get_coverage(request: web.Request) -> web.Response:
         start_ms = int(row.day.timestamp() * 1000)
         expected = (min(start_ms + DAY_MS, end) - start_ms) // MINUTE_MS
         missing = max(0, expected - row.stored - row.unrecoverable)
-        out.append({
-            "date": row.day.date().isoformat(), "expected": expected, "stored": row.stored,
-            "unrecoverable": row.unrecoverable, "missing": missing,
-            "completeness": round(row.stored / expected, 6) if expected else 1.0,
-        })  # fmt: skip
+        out.append(
+            {
+                "date": row.day.date().isoformat(),
+                "expected": expected,
+                "stored": row.stored,
+                "unrecoverable": row.unrecoverable,
+                "missing": missing,
+                "completeness": round(row.stored / expected, 6) if expected else 1.0,
+            }
+        )
     return json_response({"symbol": symbol, "days": out})
 
 
-def _context(settings: GapHandlerSettings, registry: CollectorRegistry, now_ms: NowMs | None) -> Callable[
-    [web.Application], AsyncIterator[None]
-]:  # fmt: skip
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with components(settings, registry, now_ms=now_ms) as c:
-            app[COMPONENTS_KEY] = c
-            supervisor = asyncio.create_task(c.service.run(service_loops(c)), name="gap-handler-service")
-            app[SUPERVISOR_KEY] = supervisor
-            try:
-                yield
-            finally:
-                c.service.stop()
-                try:
-                    await asyncio.wait_for(asyncio.shield(supervisor), settings.shutdown_deadline_s + 5)
-                except TimeoutError:
-                    supervisor.cancel()
-                    log.error("service_stop_timeout")
-
-    return ctx
-
-
-def build_app(
-    settings: GapHandlerSettings, registry: CollectorRegistry | None = None, *, now_ms: NowMs | None = None
-) -> web.Application:
-    registry = registry or CollectorRegistry()
-    holder: dict[str, web.Application] = {}
-
-    async def probe() -> HealthReport:
-        app = holder["app"]
-        if COMPONENTS_KEY not in app:
-            return HealthReport("unhealthy", {"problems": ["starting"]})
-        return await health(app[COMPONENTS_KEY])
-
-    app = create_service_app(registry, probe)
-    holder["app"] = app
-    app[SETTINGS_KEY] = settings
-    app.cleanup_ctx.append(_context(settings, registry, now_ms))
-    app.router.add_get("/gaps", get_gaps)
-    app.router.add_post("/backfills", post_backfill)
-    app.router.add_get("/backfills", list_backfills)
-    app.router.add_get("/backfills/{id}", get_backfill)
-    app.router.add_get("/coverage", get_coverage)
-    return app
+ROUTES = [
+    web.get("/gaps", get_gaps),
+    web.post("/backfills", post_backfill),
+    web.get("/backfills", list_backfills),
+    web.get("/backfills/{id}", get_backfill),
+    web.get("/coverage", get_coverage),
+]

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from gap_handler.schedule import DAILY_JOBS, next_run
+from gap_handler.core.schedule import DAILY_JOBS, next_run
 from quaint.store.errors import CONNECTION_LOST_ERRORS, DB_ERRORS
 
 log = structlog.get_logger(__name__)

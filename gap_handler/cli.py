@@ -1,13 +1,16 @@
 """One-shot range backfill: ``python -m gap_handler backfill --symbol BTCUSDT --since 2025-01-01``.
 
-Exit 0 only when the range is complete (every minute stored or proven absent at the
-exchange); 1 when something is still missing; 2 for bad arguments.
+Runs on the same resources and parts as the service (:func:`quaint.service.lifecycle.open_resources`,
+:func:`gap_handler.service.assemble`), without its scans and loops. Exit 0 only when the
+range is complete (every minute stored or proven absent at the exchange); 1 when something
+is still missing; 2 for bad arguments; 3 when the database cannot be used (as the services).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from typing import TextIO
@@ -15,10 +18,14 @@ from typing import TextIO
 import structlog
 from prometheus_client import CollectorRegistry
 
-from gap_handler.app import NowMs, components, wall_ms
+from gap_handler.core.intervals import MinuteRange
+from gap_handler.core.tracker import RangeTask
+from gap_handler.core.validation import BadInput, parse_range, parse_symbol
+from gap_handler.service import GapHandler, assemble
 from gap_handler.settings import GapHandlerSettings
-from gap_handler.tracker import RangeTask
-from gap_handler.validation import BadInput, parse_range, parse_symbol
+from quaint.service.clock import NowMs, wall_ms
+from quaint.service.lifecycle import EXIT_DATABASE_UNAVAILABLE, START_ERRORS, open_resources
+from quaint.store.errors import describe
 
 log = structlog.get_logger(__name__)
 _BAR = 30
@@ -60,6 +67,22 @@ async def _watch(task: RangeTask, out: TextIO, tty: bool, interval: float) -> No
         await asyncio.sleep(0.05)  # polls the in-memory task; prints every ``interval``
 
 
+async def _backfill(handler: GapHandler, symbol: str, rng: MinuteRange, out: TextIO) -> RangeTask:
+    """``rng`` of ``symbol`` backfilled by the handler's workers, with progress on ``out``."""
+    await handler.fetcher.load_weight_limit(symbol)
+    await handler.clock.try_sync(max_attempts=1, only_if="unsynced")  # the range's end: the exchange's now
+    runner = asyncio.create_task(handler.backfills.run())
+    try:
+        task = await handler.backfills.submit_range(symbol, rng)
+        tty = out.isatty()
+        await _watch(task, out, tty, 0.2 if tty else 5.0)
+        out.write(render_progress(task, time.monotonic(), tty=tty) + ("\n" if tty else ""))
+    finally:
+        handler.backfills.stop()
+        await runner
+    return task
+
+
 async def run_backfill(
     settings: GapHandlerSettings, argv: list[str], out: TextIO = sys.stdout, *, now_ms: NowMs | None = None
 ) -> int:
@@ -74,18 +97,14 @@ async def run_backfill(
         return 2
     # Any symbol the exchange lists may be backfilled, not only the configured ones.
     settings = settings.model_copy(update={"symbols": [symbol]})
-    async with components(settings, CollectorRegistry(), now_ms=now_ms) as c:
-        await c.fetcher.load_weight_limit(symbol)
-        await c.clock.try_sync(max_attempts=1, only_if="unsynced")  # the range's end: the exchange's now
-        runner = asyncio.create_task(c.service.run())
+    async with contextlib.AsyncExitStack() as stack:
         try:
-            task = await c.service.submit_range(symbol, rng)
-            tty = out.isatty()
-            await _watch(task, out, tty, 0.2 if tty else 5.0)
-            out.write(render_progress(task, time.monotonic(), tty=tty) + ("\n" if tty else ""))
-        finally:
-            c.service.stop()
-            await runner
+            resources = await stack.enter_async_context(open_resources(settings))
+            handler = await assemble(settings, resources, registry=CollectorRegistry(), now_ms=now_ms)
+        except START_ERRORS as exc:
+            print(f"error: the database cannot be used: {describe(exc)}", file=sys.stderr)
+            return EXIT_DATABASE_UNAVAILABLE
+        task = await _backfill(handler, symbol, rng, out)
     note = f" ({task.error})" if task.error else ""
     print(
         f"{task.state}: {task.recovered} candles recovered, "

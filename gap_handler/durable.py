@@ -8,7 +8,7 @@ accepted request survives a restart.
 - :meth:`DurableRequests.run`: at start-up, every request not finished is resumed (its
   range scanned again: what was filled is no longer a hole), then failed writes are retried.
 
-The one-shot CLI's requests go through :meth:`GapService.submit_range` and are not stored.
+The one-shot CLI's requests go through :meth:`Backfills.submit_range` and are not stored.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import asyncpg
 import structlog
 
 from gap_handler import store
-from gap_handler.intervals import MinuteRange
-from gap_handler.service import GapService
-from gap_handler.tracker import RangeTask
+from gap_handler.backfills import Backfills
+from gap_handler.core.intervals import MinuteRange
+from gap_handler.core.tracker import RangeTask
 from quaint.binance.models import ms_to_datetime
 from quaint.service.retry import jittered_backoff
 from quaint.store.errors import DB_ERRORS
@@ -34,24 +34,24 @@ RETRY_WRITE_S = 5.0
 
 
 class DurableRequests:
-    def __init__(self, service: GapService, pool: asyncpg.Pool) -> None:
-        self.service = service
+    def __init__(self, backfills: Backfills, pool: asyncpg.Pool) -> None:
+        self.backfills = backfills
         self.pool = pool
         self.resumed = False  # start-up's resume has run to the end
         self._ids: set[str] = set()  # the requests stored here (the CLI's are not)
         self._dirty: dict[str, RangeTask] = {}
         self._write = asyncio.Lock()  # one writer: a row's writes land in the order taken
         self._retry = asyncio.Event()
-        service.on_task_update = self.save
+        backfills.on_task_update = self.save
 
     async def submit(self, symbol: str, rng: MinuteRange) -> RangeTask:
         """Accept a request. Raises the database's error (the caller answers 503) with
         nothing stored and nothing queued."""
-        task, holes = await self.service.start_task(symbol, rng)
+        task, holes = await self.backfills.start_task(symbol, rng)
         async with self.pool.acquire() as conn:
             await store.insert_backfill_request(conn, task.record())
         self._ids.add(task.id)
-        self.service.launch(task, holes)
+        self.backfills.launch(task, holes)
         return task
 
     async def save(self, task: RangeTask) -> None:
@@ -73,7 +73,7 @@ class DurableRequests:
                 except DB_ERRORS as exc:
                     self._dirty.setdefault(ident, task)
                     self._retry.set()
-                    self.service.metrics.errors.labels("request_write").inc()
+                    self.backfills.metrics.errors.labels("request_write").inc()
                     error = f"{type(exc).__name__}: {exc}"
                     log.warning("backfill_request_write_failed", id=ident, error=error)
                     return False
@@ -100,7 +100,7 @@ class DurableRequests:
     async def resume(self) -> int:
         """Take up every stored request not finished; returns how many were resumed.
         Safe to call again after an error: requests already live are skipped."""
-        svc = self.service
+        svc = self.backfills
         async with self.pool.acquire() as conn:
             records = await store.unfinished_backfill_requests(conn)
         n = 0
@@ -115,20 +115,29 @@ class DurableRequests:
                 log.warning("backfill_request_waiting", id=rec.id, symbol=rec.symbol)
                 continue
             task = RangeTask(
-                rec.id, rec.symbol, rec.range, created_mono=time.monotonic(), created_at=rec.requested_at,
+                rec.id,
+                rec.symbol,
+                rec.range,
+                created_mono=time.monotonic(),
+                created_at=rec.requested_at,
                 taken_at=ms_to_datetime(svc.now_ms()),
-            )  # fmt: skip
+            )
             holes = await svc.range_holes(rec.symbol, rec.range)
             task.resume(
-                svc.units_of(holes), total=rec.minutes_total, recovered=rec.candles_recovered,
+                svc.units_of(holes),
+                total=rec.minutes_total,
+                recovered=rec.candles_recovered,
                 unrecoverable=rec.unrecoverable_minutes,
-            )  # fmt: skip
+            )
             self._ids.add(task.id)
             svc.launch(task, holes)
             log.info(
-                "backfill_request_resumed", id=task.id, symbol=task.symbol, minutes_total=task.total_minutes,
+                "backfill_request_resumed",
+                id=task.id,
+                symbol=task.symbol,
+                minutes_total=task.total_minutes,
                 minutes_left=task.total_minutes - task.minutes_done,
-            )  # fmt: skip
+            )
             await self.save(task)  # the re-derived totals, or the outcome when nothing is left
             n += 1
         self.resumed = True

@@ -17,11 +17,11 @@ import asyncpg
 import structlog
 
 from gap_handler import store
-from gap_handler.exchange_clock import closed_prefix
+from gap_handler.core.exchange_clock import closed_prefix
+from gap_handler.core.intervals import MinuteRange, closed_end
+from gap_handler.core.planner import KlinesRequest, UnitBackfill, UnitOutcome
 from gap_handler.fetcher import Fetcher
-from gap_handler.intervals import MinuteRange, closed_end
 from gap_handler.metrics import GapMetrics
-from gap_handler.planner import KlinesRequest, UnitBackfill, UnitOutcome
 from gap_handler.timesync import TimeSync
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.service.retry import jittered_backoff
@@ -134,9 +134,13 @@ class Engine:
             "resolve_detected", symbol, lambda c: store.resolve_detected(c, symbol, unit.end, self._now())
         )
         bound.info(
-            "backfill_unit_done", complete=outcome.complete, written=written, fetched=outcome.recovered,
-            unrecoverable_minutes=outcome.unrecoverable_minutes_in_unit, duration_s=round(duration, 3),
-        )  # fmt: skip
+            "backfill_unit_done",
+            complete=outcome.complete,
+            written=written,
+            fetched=outcome.recovered,
+            unrecoverable_minutes=outcome.unrecoverable_minutes_in_unit,
+            duration_s=round(duration, 3),
+        )
         return UnitReport(outcome, written, outages, duration)
 
     async def _page(self, symbol: str, machine: UnitBackfill, req: KlinesRequest) -> int:
@@ -179,9 +183,12 @@ class Engine:
         if added:
             self.metrics.gaps_unrecoverable.labels(symbol).inc()
             log.warning(
-                "gap_unrecoverable", symbol=symbol, gap_start=outage.start, gap_end=outage.end,
+                "gap_unrecoverable",
+                symbol=symbol,
+                gap_start=outage.start,
+                gap_end=outage.end,
                 minutes=outage.minutes,
-            )  # fmt: skip
+            )
 
     async def _record_backfilled(
         self, symbol: str, unit: MinuteRange, written: int, outcome: UnitOutcome, duration: float

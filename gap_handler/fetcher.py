@@ -1,6 +1,6 @@
 """REST requests through the shared rate gate, with classified retries.
 
-Thin shell over :class:`gap_handler.rate.RateGate` (the decisions) and
+Thin shell over :class:`gap_handler.core.rate.RateGate` (the decisions) and
 :class:`quaint.binance.rest_client.RestClient` (the wire):
 
 * 429 -> every worker pauses for Retry-After, then the request is repeated;
@@ -19,9 +19,9 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from gap_handler.core.planner import KlinesRequest
+from gap_handler.core.rate import RateGate, RateState
 from gap_handler.metrics import GapMetrics
-from gap_handler.planner import KlinesRequest
-from gap_handler.rate import RateGate, RateState
 from quaint.binance.rest_client import (
     ApiRejected,
     IpBanned,
@@ -112,9 +112,14 @@ class Fetcher:
         )
 
     async def call(
-        self, endpoint: str, weight: int, request: Callable[[], Awaitable[Answer]], bound: Any = log,
-        *, max_attempts: int | None = None,
-    ) -> Answer:  # fmt: skip
+        self,
+        endpoint: str,
+        weight: int,
+        request: Callable[[], Awaitable[Answer]],
+        bound: Any = log,
+        *,
+        max_attempts: int | None = None,
+    ) -> Answer:
         """One REST request through the rate gate, retried as the module says."""
         delays: Iterator[float] | None = None
         attempt = 0
@@ -150,9 +155,12 @@ class Fetcher:
                 delays = delays or self._backoff()
                 delay = next(delays)
                 bound.warning(
-                    "rest_retry", endpoint=endpoint, error=str(exc), attempt=attempt,
+                    "rest_retry",
+                    endpoint=endpoint,
+                    error=str(exc),
+                    attempt=attempt,
                     retry_in_s=round(delay, 3),
-                )  # fmt: skip
+                )
                 await asyncio.sleep(delay)
                 continue
             self._count(endpoint, 200)

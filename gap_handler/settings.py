@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
+from gap_handler.core.intervals import RETENTION_DAYS
 from quaint.service.settings import Settings
-
-# Candles are kept 13 months (quaint_config 'candles_retention'); 13 * 31 days bounds
-# every range the service is asked to scan or backfill.
-RETENTION_DAYS = 403
 
 
 class GapHandlerSettings(Settings):

@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from gap_handler.intervals import MinuteRange
-from gap_handler.tracker import RequestRecord
+from gap_handler.core.intervals import MinuteRange
+from gap_handler.core.tracker import RequestRecord
 from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 
 _MINUTE = timedelta(minutes=1)
@@ -165,14 +165,23 @@ async def record_unrecoverable(
                        candles_recovered, source, message, details, resolved, resolved_at)
                    VALUES ($1, 'gap_unrecoverable', $2, $3, $4, 0, 'rest',
                        'the exchange has no candles for these minutes', $5, true, $6)""",
-                symbol, lo, hi - _MINUTE, minutes, details, now,
-            )  # fmt: skip
+                symbol,
+                lo,
+                hi - _MINUTE,
+                minutes,
+                details,
+                now,
+            )
         else:
             await conn.execute(
                 """UPDATE data_quality_logs SET gap_start = $2, gap_end = $3, candles_missing = $4,
                        details = details || $5 WHERE id = $1""",
-                keeper["id"], lo, hi - _MINUTE, minutes, details,
-            )  # fmt: skip
+                keeper["id"],
+                lo,
+                hi - _MINUTE,
+                minutes,
+                details,
+            )
     return True
 
 
@@ -188,9 +197,14 @@ async def record_backfilled(
         """INSERT INTO data_quality_logs (symbol, event_type, gap_start, gap_end, candles_missing,
                candles_recovered, source, message, details, resolved, resolved_at)
            VALUES ($1, 'gap_backfilled', $2, $3, $4, $5, 'rest', 'backfilled from REST', $6, true, $7)""",
-        symbol, ms_to_datetime(unit.start), ms_to_datetime(unit.end - MINUTE_MS), unit.minutes, recovered,
-        details, now,
-    )  # fmt: skip
+        symbol,
+        ms_to_datetime(unit.start),
+        ms_to_datetime(unit.end - MINUTE_MS),
+        unit.minutes,
+        recovered,
+        details,
+        now,
+    )
 
 
 # A feeder-reported gap is resolved once every minute of it is either stored or a
@@ -274,23 +288,39 @@ _REQUEST_COLUMNS = """id, symbol, range_start, range_end, state, requested_at, s
 
 def _request(row: asyncpg.Record) -> RequestRecord:
     return RequestRecord(
-        id=row["id"], symbol=row["symbol"],
+        id=row["id"],
+        symbol=row["symbol"],
         range=MinuteRange(datetime_to_ms(row["range_start"]), datetime_to_ms(row["range_end"])),
-        state=row["state"], requested_at=row["requested_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], minutes_total=row["minutes_total"], minutes_done=row["minutes_done"],
-        candles_recovered=row["candles_recovered"], unrecoverable_minutes=row["unrecoverable_minutes"],
+        state=row["state"],
+        requested_at=row["requested_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        minutes_total=row["minutes_total"],
+        minutes_done=row["minutes_done"],
+        candles_recovered=row["candles_recovered"],
+        unrecoverable_minutes=row["unrecoverable_minutes"],
         error=row["error"],
-    )  # fmt: skip
+    )
 
 
 async def insert_backfill_request(conn: asyncpg.Connection, rec: RequestRecord) -> None:
     await conn.execute(
         f"INSERT INTO backfill_requests ({_REQUEST_COLUMNS})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        rec.id, rec.symbol, ms_to_datetime(rec.range.start), ms_to_datetime(rec.range.end), rec.state,
-        rec.requested_at, rec.started_at, rec.finished_at, rec.minutes_total, rec.minutes_done,
-        rec.candles_recovered, rec.unrecoverable_minutes, rec.error,
-    )  # fmt: skip
+        rec.id,
+        rec.symbol,
+        ms_to_datetime(rec.range.start),
+        ms_to_datetime(rec.range.end),
+        rec.state,
+        rec.requested_at,
+        rec.started_at,
+        rec.finished_at,
+        rec.minutes_total,
+        rec.minutes_done,
+        rec.candles_recovered,
+        rec.unrecoverable_minutes,
+        rec.error,
+    )
 
 
 async def update_backfill_request(conn: asyncpg.Connection, rec: RequestRecord) -> None:
@@ -301,16 +331,24 @@ async def update_backfill_request(conn: asyncpg.Connection, rec: RequestRecord) 
                candles_recovered = $5, unrecoverable_minutes = $6, error = $7, finished_at = $8,
                started_at = coalesce(started_at, $9)
            WHERE id = $1 AND finished_at IS NULL""",
-        rec.id, rec.state, rec.minutes_total, rec.minutes_done, rec.candles_recovered,
-        rec.unrecoverable_minutes, rec.error, rec.finished_at, rec.started_at,
-    )  # fmt: skip
+        rec.id,
+        rec.state,
+        rec.minutes_total,
+        rec.minutes_done,
+        rec.candles_recovered,
+        rec.unrecoverable_minutes,
+        rec.error,
+        rec.finished_at,
+        rec.started_at,
+    )
 
 
 async def mark_backfill_request_waiting(conn: asyncpg.Connection, ident: str, reason: str) -> None:
     await conn.execute(
         "UPDATE backfill_requests SET state = 'queued', error = $2 WHERE id = $1 AND finished_at IS NULL",
-        ident, reason,
-    )  # fmt: skip
+        ident,
+        reason,
+    )
 
 
 async def backfill_request(conn: asyncpg.Connection, ident: str) -> RequestRecord | None:
@@ -333,6 +371,8 @@ async def recent_backfill_requests(
         f"""SELECT {_REQUEST_COLUMNS} FROM backfill_requests
             WHERE ($1::text IS NULL OR symbol = $1) AND ($2::text IS NULL OR state = $2)
             ORDER BY requested_at DESC, id DESC LIMIT $3""",
-        symbol, state, limit,
-    )  # fmt: skip
+        symbol,
+        state,
+        limit,
+    )
     return [_request(r) for r in rows]

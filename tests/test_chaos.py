@@ -58,10 +58,10 @@ from quaint.testing.chaos import (
     FileClock,
     ServiceProcess,
     allocate,
-    free_port,
     plan_faults,
     write_clock,
 )
+from quaint.testing.services import free_port
 from simulator.clock import LiveClock
 from simulator.testing import SimHandle, running_simulator
 

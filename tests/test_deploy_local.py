@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
+from quaint.testing.services import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 T = TypeVar("T")
@@ -40,12 +42,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(sys.platform != "linux", reason="local mode needs Linux (setsid, /proc)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 from pgadmin_ui import CHROMIUM_ARGS, open_server_without_prompt, require_chromium, tree_entry
+
+from quaint.testing.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -50,12 +51,6 @@ def pgadmin_venv() -> Path:
         [str(ROOT / "scripts" / "pgadmin_env.sh"), "--path"], capture_output=True, text=True, check=True
     )
     return Path(done.stdout.strip())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -15,7 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_env import ROOT, free_port, run, stub_env
+from deploy_env import ROOT, run, stub_env
+
+from quaint.testing.services import free_port
 
 SHELL_SCRIPTS = [
     "deploy.sh",

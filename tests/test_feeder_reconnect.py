@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, InvalidURI
 
 from feeder.core.reconnect import OpenAction, classify_open_failure, reconnect_delays
-from feeder.service import Feeder
+from feeder.service import default_reconnect_delays
 from feeder.settings import FeederSettings
 from feeder.stream import open_verdict
 from feeder.testing import SIM_START, running_feeder, settings_for
@@ -44,9 +44,11 @@ def test_answers_are_classified_by_status() -> None:
 
 
 def test_the_feeders_default_policy_reconnects_within_a_second_first() -> None:
-    feeder = Feeder(FeederSettings(websocket_reconnect_interval_s=5, websocket_reconnect_max_s=60))
+    policy = default_reconnect_delays(
+        FeederSettings(websocket_reconnect_interval_s=5, websocket_reconnect_max_s=60)
+    )
     for _ in range(50):
-        delays = feeder.reconnect_delays()
+        delays = policy()
         assert 0.0 <= next(delays) <= 1.0 and next(delays) >= 2.5
 
 

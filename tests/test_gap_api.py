@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gap_handler.api import COMPONENTS_KEY
-from gap_handler.app import Components
-from gap_handler.intervals import DAY_MS, closed_end, due_end, history_start
+from gap_handler.api import GAP_HANDLER_KEY
+from gap_handler.core.intervals import DAY_MS, closed_end, due_end, history_start
+from gap_handler.service import GapHandler
 from gap_handler.testing import idle, served_api, settings_for, wait_for
 from simulator.testing import SimHandle, running_simulator
 
@@ -26,7 +26,7 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 class Api:
     base: str
     http: aiohttp.ClientSession
-    c: Components
+    c: GapHandler
     sim: SimHandle
 
     async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
@@ -39,11 +39,15 @@ class Api:
 async def _serve(db_url: str, token: str | None) -> AsyncIterator[Api]:
     async with running_simulator(symbols=SYMBOLS, speed=0) as sim:
         settings = settings_for(
-            db_url, sim.rest_url, symbols=SYMBOLS, history_days=2, admin_token=token,
+            db_url,
+            sim.rest_url,
+            symbols=SYMBOLS,
+            history_days=2,
+            admin_token=token,
             rate_limit_requests_per_sec=100,
-        )  # fmt: skip
+        )
         async with served_api(settings, sim.clock.now_ms) as (base, app), aiohttp.ClientSession() as http:
-            yield Api(base, http, app[COMPONENTS_KEY], sim)
+            yield Api(base, http, app[GAP_HANDLER_KEY], sim)
 
 
 @pytest.fixture
@@ -65,22 +69,33 @@ async def test_health_and_metrics(api: Api) -> None:
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name in (
-        "quaint_gap_handler_rest_requests", "quaint_gap_handler_rest_used_weight",
-        "quaint_gap_handler_throttle_waits", "quaint_gap_handler_gaps_found",
-        "quaint_gap_handler_gaps_backfilled", "quaint_gap_handler_gaps_unrecoverable",
-        "quaint_gap_handler_candles_recovered", "quaint_gap_handler_backfill_duration_seconds",
+        "quaint_gap_handler_rest_requests",
+        "quaint_gap_handler_rest_used_weight",
+        "quaint_gap_handler_throttle_waits",
+        "quaint_gap_handler_gaps_found",
+        "quaint_gap_handler_gaps_backfilled",
+        "quaint_gap_handler_gaps_unrecoverable",
+        "quaint_gap_handler_candles_recovered",
+        "quaint_gap_handler_backfill_duration_seconds",
         "quaint_gap_handler_candles_missing_24h",
-    ):  # fmt: skip
+    ):
         assert name in families, name
-    recovered = {s.labels["symbol"]: s.value for s in families["quaint_gap_handler_candles_recovered"].samples
-                 if s.name.endswith("_total")}  # fmt: skip
+    recovered = {
+        s.labels["symbol"]: s.value
+        for s in families["quaint_gap_handler_candles_recovered"].samples
+        if s.name.endswith("_total")
+    }
     assert recovered == {"BTCUSDT": minutes, "ETHUSDT": minutes}
     promtool = shutil.which("promtool")
     if promtool is not None:  # Debian package "prometheus"; the parser above runs regardless
         proc = await asyncio.create_subprocess_exec(
-            promtool, "check", "metrics", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+            promtool,
+            "check",
+            "metrics",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         lint, _ = await proc.communicate(text.encode())
         assert proc.returncode == 0, lint.decode()
 
@@ -96,11 +111,12 @@ async def test_gaps_current_and_recent(api: Api) -> None:
     start = history_start(now, 2) + DAY_MS
     await api.c.pool.execute(
         "DELETE FROM candles_1m WHERE symbol = 'BTCUSDT' AND time >= to_timestamp($1 / 1000.0)"
-        " AND time < to_timestamp($1 / 1000.0) + interval '10 minutes'", start,
-    )  # fmt: skip
-    api.c.service.stopping = True  # hold the workers: the hole stays visible
-    api.c.service.request_scan()
-    await wait_for(idle(api.c, api.c.service.scans + 1), 30, "scan")
+        " AND time < to_timestamp($1 / 1000.0) + interval '10 minutes'",
+        start,
+    )
+    api.c.backfills.stopping = True  # hold the workers: the hole stays visible
+    api.c.backfills.request_scan()
+    await wait_for(idle(api.c, api.c.backfills.scans + 1), 30, "scan")
     status, body = await api.call("GET", "/gaps?symbol=btcusdt&status=open")
     assert status == 200 and body["recent"] == []
     assert [(g["symbol"], g["minutes"]) for g in body["current"]] == [("BTCUSDT", 10)]
@@ -126,10 +142,12 @@ async def test_coverage(api: Api) -> None:
     assert today["expected"] == (closed_end(now) % DAY_MS) // 60_000
     assert today["stored"] == (due_end(now, 70) % DAY_MS) // 60_000 and today["missing"] <= 1
     for query, field, code in (
-        ("days=3", "symbol", 400), ("symbol=ETHUSDT&days=0", "days", 400),
-        ("symbol=ETHUSDT&days=x", "days", 400), ("symbol=ETHUSDT&days=100000", "days", 400),
+        ("days=3", "symbol", 400),
+        ("symbol=ETHUSDT&days=0", "days", 400),
+        ("symbol=ETHUSDT&days=x", "days", 400),
+        ("symbol=ETHUSDT&days=100000", "days", 400),
         ("symbol=NOPEUSDT", "symbol", 404),
-    ):  # fmt: skip
+    ):
         status, body = await api.call("GET", f"/coverage?{query}")
         assert (status, body.get("field")) == (code, field), query
 
@@ -184,7 +202,7 @@ async def test_post_backfill_rejects_bad_input_and_bad_tokens(api: Api) -> None:
         assert (status, out.get("field")) == (code, field), body
     status, out = await api.call("POST", url, headers=auth, data=b"x" * 20_000)
     assert status == 413
-    assert api.c.service.tasks == {}
+    assert api.c.backfills.tasks == {}
 
 
 async def test_backfills_disabled_without_a_token(db_url: str) -> None:

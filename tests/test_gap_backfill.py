@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gap_handler.app import components, service_loops
-from gap_handler.intervals import DAY_MS, MinuteRange, due_end, history_start
-from gap_handler.testing import idle, running_service, settings_for, wait_for
+from gap_handler.core.intervals import DAY_MS, MinuteRange, due_end, history_start
+from gap_handler.service import GapHandler
+from gap_handler.testing import assembled, idle, running_service, settings_for, wait_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import create_pool
@@ -52,9 +52,10 @@ async def seed(db_url: str, sim: SimHandle, rng: MinuteRange, holes: dict[str, l
             for symbol in SYMBOLS:
                 cut = holes.get(symbol, [])
                 rows = [
-                    c for c in sim.truth(symbol, rng.start, rng.end)
+                    c
+                    for c in sim.truth(symbol, rng.start, rng.end)
                     if not any(h.start <= c.open_time < h.end for h in cut)
-                ]  # fmt: skip
+                ]
                 await upsert_candles(conn, rows, "ws")
     finally:
         await pool.close()
@@ -125,7 +126,7 @@ async def test_bootstrap_30_days_at_the_configured_rate(db_url: str) -> None:
             backfilled = await c.pool.fetchval(
                 "SELECT sum(candles_recovered) FROM data_quality_logs WHERE event_type = 'gap_backfilled'"
             )
-            assert backfilled == c.service.candles_recovered == 2 * window(sim, 30).minutes
+            assert backfilled == c.backfills.candles_recovered == 2 * window(sim, 30).minutes
 
 
 async def test_a_lock_timeout_is_a_transient_error_retried_not_a_crash(db_url: str) -> None:
@@ -159,7 +160,7 @@ async def test_a_lock_timeout_is_a_transient_error_retried_not_a_crash(db_url: s
                 async with c.pool.acquire() as conn:
                     stored = await fetch_candles(conn, "BTCUSDT", rng.start, rng.end)
                 assert stored == sim.truth("BTCUSDT", rng.start, rng.end)
-                assert c.service.candles_recovered == rng.minutes
+                assert c.backfills.candles_recovered == rng.minutes
     finally:
         await admin.close()
 
@@ -173,12 +174,17 @@ async def test_a_requested_range_over_running_units_fetches_no_minute_twice(db_u
         sim.faults.rest_latency_s = 0.3
         rng = window(sim, 2)
         settings = settings_for(
-            db_url, sim.rest_url, symbols=["BTCUSDT"], history_days=2, unit_max_pages=1,
+            db_url,
+            sim.rest_url,
+            symbols=["BTCUSDT"],
+            history_days=2,
+            unit_max_pages=1,
             rate_limit_requests_per_sec=100,
-        )  # fmt: skip
+        )
         async with running_service(settings, now_ms=sim.clock.now_ms) as c:
-            await wait_for(lambda: _true(bool(c.service.running["BTCUSDT"])), 30, "the scan's units running")
-            task = await c.service.submit_range("BTCUSDT", rng)
+            running = c.backfills.running
+            await wait_for(lambda: _true(bool(running["BTCUSDT"])), 30, "the scan's units running")
+            task = await c.backfills.submit_range("BTCUSDT", rng)
             await wait_for(lambda: _true(task.done), 60, "the requested range")
             await wait_for(idle(c), 60, "every unit done")
             served = [(first, last) for sym, first, last in sim.stats.klines_served if sym == "BTCUSDT"]
@@ -195,12 +201,14 @@ async def test_punched_holes_are_filled_exactly(db_url: str) -> None:
         rng = window(sim, 30)
         s = rng.start
         holes = {
-            "BTCUSDT": [MinuteRange(s, s + 5 * MINUTE_MS),  # head
-                        MinuteRange(s + DAY_MS, s + DAY_MS + MINUTE_MS),  # one minute
-                        MinuteRange(s + 10 * DAY_MS, s + 11 * DAY_MS + 7 * MINUTE_MS),  # > 1 page
-                        MinuteRange(rng.end - 30 * MINUTE_MS, rng.end)],  # tail
+            "BTCUSDT": [
+                MinuteRange(s, s + 5 * MINUTE_MS),  # head
+                MinuteRange(s + DAY_MS, s + DAY_MS + MINUTE_MS),  # one minute
+                MinuteRange(s + 10 * DAY_MS, s + 11 * DAY_MS + 7 * MINUTE_MS),  # > 1 page
+                MinuteRange(rng.end - 30 * MINUTE_MS, rng.end),
+            ],  # tail
             "ETHUSDT": [MinuteRange(s + 3 * DAY_MS + 17 * MINUTE_MS, s + 3 * DAY_MS + 2017 * MINUTE_MS)],
-        }  # fmt: skip
+        }
         await seed(db_url, sim, rng, holes)
         settings = settings_for(db_url, sim.rest_url, symbols=SYMBOLS, rate_limit_requests_per_sec=50)
         async with running_service(settings, now_ms=sim.clock.now_ms) as c:
@@ -215,10 +223,11 @@ async def test_punched_holes_are_filled_exactly(db_url: str) -> None:
             got = [(r["symbol"], r["gap_start"], r["gap_end"], r["candles_recovered"]) for r in rows]
             want = [
                 (sym, ms_to_datetime(h.start), ms_to_datetime(h.end - MINUTE_MS), h.minutes)
-                for sym in SYMBOLS for h in holes[sym]
-            ]  # fmt: skip
+                for sym in SYMBOLS
+                for h in holes[sym]
+            ]
             assert got == want
-            assert c.service.backfills_completed == 5
+            assert c.backfills.backfills_completed == 5
 
 
 async def test_429_burst_and_418_ban_are_honoured(db_url: str) -> None:
@@ -226,9 +235,13 @@ async def test_429_burst_and_418_ban_are_honoured(db_url: str) -> None:
         rec = Recorder(sim)
         sim.faults.add_rest_fault(429, count=3, retry_after_s=1, path="/api/v3/klines")
         settings = settings_for(
-            db_url, sim.rest_url, symbols=SYMBOLS, history_days=1, backfill_batch_size=200,
+            db_url,
+            sim.rest_url,
+            symbols=SYMBOLS,
+            history_days=1,
+            backfill_batch_size=200,
             rate_limit_requests_per_sec=20,
-        )  # fmt: skip
+        )
         async with running_service(settings, now_ms=sim.clock.now_ms) as c:
             await sim.wait_for(
                 lambda: any(s == 200 for _, s in rec.answers[3:]), 30, "a success after the 429s"
@@ -255,10 +268,8 @@ async def _async(value: bool) -> bool:
     return value
 
 
-async def _health(c: Any) -> dict[str, Any]:
-    from gap_handler.app import health
-
-    report = await health(c)
+async def _health(c: GapHandler) -> dict[str, Any]:
+    report = await c.health()
     return {"status": report.status, **report.body}
 
 
@@ -286,16 +297,19 @@ async def test_exchange_outage_is_recorded_once_and_never_requested_again(db_url
             ]
             before = klines_requests(sim)
             for n in (2, 3):
-                c.service.request_scan()
-                await wait_for(idle(c, min_scans=c.service.scans + 1), 30, f"scan {n}")
-            c.service._last_full = float("-inf")  # force a full rescan of the window too
-            c.service.request_scan()
-            await wait_for(idle(c, min_scans=c.service.scans + 1), 30, "full rescan")
+                c.backfills.request_scan()
+                await wait_for(idle(c, min_scans=c.backfills.scans + 1), 30, f"scan {n}")
+            c.backfills._last_full = float("-inf")  # force a full rescan of the window too
+            c.backfills.request_scan()
+            await wait_for(idle(c, min_scans=c.backfills.scans + 1), 30, "full rescan")
             assert klines_requests(sim) == before
-            assert await c.pool.fetchval(
-                "SELECT count(*) FROM data_quality_logs WHERE event_type = 'gap_unrecoverable'"
-            ) == 2  # fmt: skip
-            assert all(not holes for holes in c.service.current_holes.values())
+            assert (
+                await c.pool.fetchval(
+                    "SELECT count(*) FROM data_quality_logs WHERE event_type = 'gap_unrecoverable'"
+                )
+                == 2
+            )
+            assert all(not holes for holes in c.backfills.current_holes.values())
 
 
 async def test_notify_starts_backfill_without_waiting_for_a_scan(db_url: str) -> None:
@@ -306,9 +320,13 @@ async def test_notify_starts_backfill_without_waiting_for_a_scan(db_url: str) ->
         rng = window(sim, 2)
         await seed(db_url, sim, rng, {})
         settings = settings_for(
-            db_url, sim.rest_url, symbols=SYMBOLS, history_days=2, backfill_check_interval_s=3600,
+            db_url,
+            sim.rest_url,
+            symbols=SYMBOLS,
+            history_days=2,
+            backfill_check_interval_s=3600,
             full_scan_interval_s=3600,
-        )  # fmt: skip
+        )
         async with running_service(settings, now_ms=sim.clock.now_ms) as c:
             await wait_for(idle(c), 30, "first scan")
             await wait_for(lambda: _async(c.listener.connected), 30, "listener")
@@ -316,15 +334,23 @@ async def test_notify_starts_backfill_without_waiting_for_a_scan(db_url: str) ->
             hole = MinuteRange(rng.start + DAY_MS, rng.start + DAY_MS + 30 * MINUTE_MS)
             await c.pool.execute(
                 "DELETE FROM candles_1m WHERE symbol = 'ETHUSDT' AND time >= $1 AND time < $2",
-                ms_to_datetime(hole.start), ms_to_datetime(hole.end),
-            )  # fmt: skip
+                ms_to_datetime(hole.start),
+                ms_to_datetime(hole.end),
+            )
             async with c.pool.acquire() as conn:
-                await log_event(conn, QualityEvent(
-                    "gap_detected", symbol="ETHUSDT", gap_start=ms_to_datetime(hole.start),
-                    gap_end=ms_to_datetime(hole.end - MINUTE_MS), candles_missing=30, source="ws",
-                ))  # fmt: skip
+                await log_event(
+                    conn,
+                    QualityEvent(
+                        "gap_detected",
+                        symbol="ETHUSDT",
+                        gap_start=ms_to_datetime(hole.start),
+                        gap_end=ms_to_datetime(hole.end - MINUTE_MS),
+                        candles_missing=30,
+                        source="ws",
+                    ),
+                )
             await sim.wait_for(lambda: klines_requests(sim) > before, 30, "a klines request")
-            await wait_for(idle(c, c.service.scans), 30, "hole filled")
+            await wait_for(idle(c, c.backfills.scans), 30, "hole filled")
             await assert_equals_truth(c.pool, sim, rng)
             row = await c.pool.fetchrow(
                 "SELECT resolved, resolved_at FROM data_quality_logs WHERE event_type = 'gap_detected'"
@@ -336,11 +362,15 @@ async def test_crash_mid_backfill_resumes_without_gaps_or_refetching(db_url: str
     async with frozen_sim(rest_latency_s=0.05) as sim:
         rng = window(sim, 10)
         settings = settings_for(
-            db_url, sim.rest_url, symbols=SYMBOLS, history_days=10, rate_limit_requests_per_sec=50,
+            db_url,
+            sim.rest_url,
+            symbols=SYMBOLS,
+            history_days=10,
+            rate_limit_requests_per_sec=50,
             max_concurrent_backfills=2,
-        )  # fmt: skip
-        async with components(settings, CollectorRegistry(), now_ms=sim.clock.now_ms) as c:
-            run = asyncio.create_task(c.service.run(service_loops(c)))
+        )
+        async with assembled(settings, now_ms=sim.clock.now_ms) as c:
+            run = asyncio.create_task(c.run())
             await wait_for(_count_at_least(c.pool, 5000), 30, "some pages committed")
             # A crash: the service is cancelled mid-request, nothing is checkpointed.
             run.cancel()
@@ -360,9 +390,12 @@ async def test_crash_mid_backfill_resumes_without_gaps_or_refetching(db_url: str
 
 async def _count(settings: Any) -> int:
     conn = await asyncpg.connect(
-        host=settings.db_host, port=settings.db_port, user=settings.db_user,
-        password=settings.db_password.get_secret_value(), database=settings.db_name,
-    )  # fmt: skip
+        host=settings.db_host,
+        port=settings.db_port,
+        user=settings.db_user,
+        password=settings.db_password.get_secret_value(),
+        database=settings.db_name,
+    )
     try:
         return int(await conn.fetchval("SELECT count(*) FROM candles_1m"))
     finally:

@@ -12,11 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from gap_handler.app import Components, health
+from gap_handler.core.exchange_clock import SKEW_WARN_MS, ExchangeClock, closed_prefix, offset_sample
+from gap_handler.core.intervals import MinuteRange, closed_end, due_end, history_start
+from gap_handler.core.planner import UnitBackfill
 from gap_handler.engine import SETTLE_MS
-from gap_handler.exchange_clock import SKEW_WARN_MS, ExchangeClock, closed_prefix, offset_sample
-from gap_handler.intervals import MinuteRange, closed_end, due_end, history_start
-from gap_handler.planner import UnitBackfill
+from gap_handler.service import GapHandler
 from gap_handler.testing import idle, running_service, settings_for, wait_for
 from quaint.binance.models import Candle, datetime_to_ms
 from quaint.store.candles import fetch_candles
@@ -173,7 +173,7 @@ def mid_minute_now() -> int:
     return wall - wall % M - M + 30_000
 
 
-async def stored_equals_truth(c: Components, sim: SimHandle, start: int, end: int) -> list[Candle]:
+async def stored_equals_truth(c: GapHandler, sim: SimHandle, start: int, end: int) -> list[Candle]:
     async with c.pool.acquire() as conn:
         stored = await fetch_candles(conn, SYMBOL, start, end)
     assert stored == sim.truth(SYMBOL, start, end)
@@ -194,7 +194,7 @@ async def test_host_clock_ahead_stores_nothing_the_exchange_has_not_closed(db_ur
             await wait_for(idle(c), 30, "bootstrap")
             # Frozen exchange: the estimate is exact, the round trip took no simulated time.
             assert c.clock.health() == {"offset_ms": -SKEW_MS, "round_trip_ms": ANY, "age_s": ANY}
-            assert (await health(c)).body["exchange_clock"]["offset_ms"] == -SKEW_MS
+            assert (await c.health()).body["exchange_clock"]["offset_ms"] == -SKEW_MS
             assert registry.get_sample_value("quaint_gap_handler_exchange_clock_offset_seconds") == -300
             assert c.now_ms() == now
             stored = await stored_equals_truth(c, sim, history_start(now, 1), open_minute + 10 * M)
@@ -238,9 +238,14 @@ async def test_accelerated_exchange_and_a_clock_ahead_store_only_final_candles(d
     # 20 s on a quiet machine, over 30 s on a busy one — and its window began a minute later.)
     async with running_simulator(symbols=[SYMBOL], speed=0, start=now) as sim:
         settings = settings_for(
-            db_url, sim.rest_url, symbols=[SYMBOL], history_days=1, rate_limit_requests_per_sec=200,
-            backfill_check_interval_s=0.1, exchange_time_sync_interval_s=1,
-        )  # fmt: skip
+            db_url,
+            sim.rest_url,
+            symbols=[SYMBOL],
+            history_days=1,
+            rate_limit_requests_per_sec=200,
+            backfill_check_interval_s=0.1,
+            exchange_time_sync_interval_s=1,
+        )
         skewed = lambda: sim.clock.now_ms() + SKEW_MS  # noqa: E731
         async with running_service(settings, now_ms=skewed) as c:
             start = history_start(now, 1)
@@ -274,9 +279,16 @@ async def test_without_the_exchange_time_nothing_is_fetched_or_stored(db_url: st
     async with running_simulator(symbols=[SYMBOL], speed=0, start=mid_minute_now()) as sim:
         sim.faults.add_rest_fault(503, count=10**6, path="/api/v3/time")
         settings = settings_for(
-            db_url, sim.rest_url, symbols=[SYMBOL], history_days=1, rate_limit_requests_per_sec=100,
-            retry_max_attempts=2, retry_initial_s=0.01, retry_cap_s=0.02, backfill_check_interval_s=0.2,
-        )  # fmt: skip
+            db_url,
+            sim.rest_url,
+            symbols=[SYMBOL],
+            history_days=1,
+            rate_limit_requests_per_sec=100,
+            retry_max_attempts=2,
+            retry_initial_s=0.01,
+            retry_cap_s=0.02,
+            backfill_check_interval_s=0.2,
+        )
         registry = CollectorRegistry()
         async with running_service(settings, now_ms=sim.clock.now_ms, registry=registry) as c:
 
@@ -290,10 +302,10 @@ async def test_without_the_exchange_time_nothing_is_fetched_or_stored(db_url: st
             await wait_for(gave_up_twice, 30, "units giving up for want of the exchange's time")
             assert sim.stats.requests_by_path["/api/v3/klines"] == 0
             assert await c.pool.fetchval("SELECT count(*) FROM candles_1m") == 0
-            unsynced = await health(c)
+            unsynced = await c.health()
             assert unsynced.body["exchange_clock"] is None and unsynced.status == "degraded"
             assert any("exchange clock not synced" in p for p in unsynced.body["problems"])
             sim.faults.reset()  # the exchange answers again: the next unit samples and fills
             await wait_for(filled, 30, "the backfill")
-            synced = await health(c)
+            synced = await c.health()
             assert synced.body["exchange_clock"]["offset_ms"] == 0 and synced.status == "healthy"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gap_handler.intervals import (
+from gap_handler.core.intervals import (
     MinuteRange,
     closed_end,
     due_end,
@@ -19,9 +19,9 @@ from gap_handler.intervals import (
     subtract,
     total_minutes,
 )
-from gap_handler.planner import UnitBackfill
-from gap_handler.schedule import DAILY_JOBS, next_run
-from gap_handler.tracker import RangeTask
+from gap_handler.core.planner import UnitBackfill
+from gap_handler.core.schedule import DAILY_JOBS, next_run
+from gap_handler.core.tracker import RangeTask
 
 M = 60_000
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z

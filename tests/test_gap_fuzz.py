@@ -1,7 +1,7 @@
 """Fuzzing the gap handler's inputs: whatever arrives, the answer is a typed value or a
 JSON 4xx naming the field; never a 500, never an exception escaping.
 
-- the pure validators (``gap_handler.validation``): the bulk of the examples;
+- the pure validators (``gap_handler.core.validation``): the bulk of the examples;
 - the real app on a real socket, wired to a real database and the simulator:
   ``POST /backfills`` bodies and bearer headers, query strings of ``/gaps``,
   ``/coverage`` and ``/backfills``, ``/backfills/{id}`` paths, and raw requests
@@ -31,14 +31,11 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from gap_handler.api import COMPONENTS_KEY, post_backfill
-from gap_handler.app import Components
-from gap_handler.intervals import DAY_MS, MinuteRange, closed_end
-from gap_handler.rate import MAX_PAUSE_S, RateGate
-from gap_handler.settings import RETENTION_DAYS
-from gap_handler.testing import ONCE, header_text, json_values, served_api, settings_for
-from gap_handler.tracker import BACKFILL_STATES
-from gap_handler.validation import (
+from gap_handler.api import GAP_HANDLER_KEY, post_backfill
+from gap_handler.core.intervals import DAY_MS, RETENTION_DAYS, MinuteRange, closed_end
+from gap_handler.core.rate import MAX_PAUSE_S, RateGate
+from gap_handler.core.tracker import BACKFILL_STATES
+from gap_handler.core.validation import (
     GAP_STATUSES,
     BadInput,
     parse_backfill_body,
@@ -50,6 +47,8 @@ from gap_handler.validation import (
     parse_optional_symbol,
     parse_range,
 )
+from gap_handler.service import GapHandler
+from gap_handler.testing import ONCE, header_text, json_values, served_api, settings_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from simulator.testing import running_simulator
 
@@ -200,8 +199,8 @@ class Live:
     app: web.Application
 
     @property
-    def c(self) -> Components:
-        return self.app[COMPONENTS_KEY]
+    def c(self) -> GapHandler:
+        return self.app[GAP_HANDLER_KEY]
 
 
 @pytest.fixture
@@ -210,9 +209,13 @@ async def live(db_url: str) -> AsyncIterator[Live]:
     # proven outages, instead of backfilling months behind the fuzzer's back.
     async with running_simulator(symbols=KNOWN, speed=0, history_days=2) as sim:
         config = settings_for(
-            db_url, sim.rest_url, symbols=KNOWN, history_days=1, admin_token=TOKEN,
+            db_url,
+            sim.rest_url,
+            symbols=KNOWN,
+            history_days=1,
+            admin_token=TOKEN,
             rate_limit_requests_per_sec=100,
-        )  # fmt: skip
+        )
         async with served_api(config, sim.clock.now_ms) as (base, app), aiohttp.ClientSession() as http:
             yield Live(base, http, app)
 
@@ -254,9 +257,12 @@ class Recent:
 
 
 recent = st.builds(
-    Recent, st.sampled_from([*KNOWN, "btcusdt", "DOGEUSDT"]), st.integers(-5, (RETENTION_DAYS + 5) * 1440),
-    st.none() | st.integers(-5, 3000), st.booleans(),
-)  # fmt: skip
+    Recent,
+    st.sampled_from([*KNOWN, "btcusdt", "DOGEUSDT"]),
+    st.integers(-5, (RETENTION_DAYS + 5) * 1440),
+    st.none() | st.integers(-5, 3000),
+    st.booleans(),
+)
 
 
 @settings(ONCE, max_examples=250)
@@ -265,8 +271,9 @@ recent = st.builds(
     auth=auth_headers,
     ctype=st.sampled_from([None, "application/json", "text/plain", "x/y"]),
 )
-async def test_post_backfills_answers_json_4xx_or_202(live: Live, payload: bytes | Recent, auth: str | None,
-                                                      ctype: str | None) -> None:  # fmt: skip
+async def test_post_backfills_answers_json_4xx_or_202(
+    live: Live, payload: bytes | Recent, auth: str | None, ctype: str | None
+) -> None:
     headers = {k: v for k, v in (("Authorization", auth), ("Content-Type", ctype)) if v is not None}
     data = payload.encode(live.c.now_ms()) if isinstance(payload, Recent) else payload
     async with live.http.post(live.base + "/backfills", data=data, headers=headers) as resp:
@@ -290,8 +297,9 @@ query_values = st.one_of(
     st.sampled_from(["BTCUSDT", "ethusdt", "open", "all", "unrecoverable", "7", "1", "403"]),
     st.sampled_from(["BTCUSDT", "ethusdt", "open", "all", "unrecoverable", "7", "1", "403"]),
     st.sampled_from(BACKFILL_STATES),
-    st.text(max_size=30), st.from_regex(r"\A-?[0-9]{1,24}\Z"),
-)  # fmt: skip
+    st.text(max_size=30),
+    st.from_regex(r"\A-?[0-9]{1,24}\Z"),
+)
 
 
 @settings(ONCE, max_examples=250)
@@ -346,9 +354,13 @@ async def test_raw_requests_with_bytes_that_are_not_utf8(live: Live, token: byte
     body = b'{"symbol": "NOPEUSDT", "start": "2025-12-31"}'
     status, rest = await raw_request(
         live,
-        b"POST /backfills HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " + token
-        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
-    )  # fmt: skip
+        b"POST /backfills HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer "
+        + token
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body,
+    )
     assert status == b"HTTP/1.1 401 Unauthorized" and b"application/json" in rest.lower(), (
         status,
         rest[:300],

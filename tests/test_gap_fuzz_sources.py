@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gap_handler import store
-from gap_handler.intervals import MinuteRange, merge, subtract
+from gap_handler.core.intervals import MinuteRange, merge, subtract
 from gap_handler.testing import ONCE, header_text, json_scalars, json_values
 from quaint.binance.models import MINUTE_MS, Candle
 from quaint.binance.rest_client import (
@@ -63,8 +63,20 @@ async def garbage() -> AsyncIterator[tuple[RestClient, list[Canned]]]:
         await runner.cleanup()
 
 
-KLINE_ROW = [1_767_225_600_000, "1.5", "2.5", "1.0", "2.0", "10.0",
-             1_767_225_659_999, "15.0", 7, "5.0", "7.5", "0"]  # fmt: skip
+KLINE_ROW = [
+    1_767_225_600_000,
+    "1.5",
+    "2.5",
+    "1.0",
+    "2.0",
+    "10.0",
+    1_767_225_659_999,
+    "15.0",
+    7,
+    "5.0",
+    "7.5",
+    "0",
+]
 rows = st.lists(st.one_of(st.just(KLINE_ROW), st.lists(json_scalars, max_size=13)), max_size=3)
 statuses = st.one_of(
     st.sampled_from([200, 400, 403, 404, 418, 429, 451, 500, 502, 503, 504]), st.integers(200, 599)
@@ -84,9 +96,13 @@ statuses = st.one_of(
     endpoint=st.sampled_from(["klines", "limits", "time"]),
 )
 async def test_rest_client_turns_any_answer_into_a_page_or_a_typed_error(
-    garbage: tuple[RestClient, list[Canned]], status: int, retry_after: str | None, weight: str | None,
-    body: bytes, endpoint: str,
-) -> None:  # fmt: skip
+    garbage: tuple[RestClient, list[Canned]],
+    status: int,
+    retry_after: str | None,
+    weight: str | None,
+    body: bytes,
+    endpoint: str,
+) -> None:
     client, answer = garbage
     headers = {k: v for k, v in (("Retry-After", retry_after), ("X-MBX-USED-WEIGHT-1M", weight)) if v}
     answer[0] = Canned(status, headers, body)
@@ -131,9 +147,12 @@ FROM unnest($3::int[]) AS m
     outages=st.lists(st.tuples(st.integers(-60, SPAN), st.integers(1, 300)), max_size=3),
 )
 async def test_scan_finds_exactly_the_missing_minutes(
-    db_pool: asyncpg.Pool, holes: list[tuple[int, int]], every: int, window: tuple[int, int],
+    db_pool: asyncpg.Pool,
+    holes: list[tuple[int, int]],
+    every: int,
+    window: tuple[int, int],
     outages: list[tuple[int, int]],
-) -> None:  # fmt: skip
+) -> None:
     symbol = f"FZ{next(_symbols)}USDT"
     punched = {m for start, n in holes for m in range(start, start + n)}
     stored = [m for m in range(SPAN) if m % every == 0 and m not in punched]
@@ -146,6 +165,9 @@ async def test_scan_finds_exactly_the_missing_minutes(
         lo, hi = minute(window[0]), minute(window[0] + window[1])
         found = await store.scan_holes(conn, symbol, lo, hi)
     present = set(stored)
-    missing = [MinuteRange(minute(m), minute(m + 1)) for m in range(window[0], window[0] + window[1])
-               if m not in present]  # fmt: skip
+    missing = [
+        MinuteRange(minute(m), minute(m + 1))
+        for m in range(window[0], window[0] + window[1])
+        if m not in present
+    ]
     assert found == subtract(merge(missing), known)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gap_handler.core.rate import RateGate, TokenBucket, WeightBudget
 from gap_handler.fetcher import seconds_to_minute_reset
-from gap_handler.rate import RateGate, TokenBucket, WeightBudget
 
 
 def drive(gate: RateGate, until: float, weight: int = 1) -> list[float]:

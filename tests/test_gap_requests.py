@@ -16,18 +16,16 @@ import asyncpg
 import hypothesis
 import pytest
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from gap_handler.api import COMPONENTS_KEY, build_app
-from gap_handler.app import Components, components, service_loops
-from gap_handler.intervals import DAY_MS, MinuteRange, history_start
+from gap_handler.core.intervals import DAY_MS, MinuteRange, history_start
+from gap_handler.core.tracker import RangeTask, RequestRecord
+from gap_handler.core.validation import BadInput, parse_backfill_id, parse_backfill_state
+from gap_handler.service import GapHandler, spec
 from gap_handler.settings import GapHandlerSettings
-from gap_handler.testing import idle, settings_for, wait_for
-from gap_handler.tracker import RangeTask, RequestRecord
-from gap_handler.validation import BadInput, parse_backfill_id, parse_backfill_state
+from gap_handler.testing import assembled, idle, settings_for, wait_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
-from quaint.service.runtime import bound_port, start_http
 from quaint.store.candles import fetch_candles
+from quaint.testing.services import served
 from simulator.testing import SimHandle, running_simulator
 
 M = MINUTE_MS
@@ -101,9 +99,19 @@ def test_record_times_and_json_shape() -> None:
         k: v for k, v in live.items() if k != "rate_minutes_per_s"
     }
     stored = RequestRecord(
-        "0123456789abcdef", SYMBOL, r(0, 600), "complete", AT, AT, AT + timedelta(seconds=60), 600, 600,
-        590, 10, None,
-    )  # fmt: skip
+        "0123456789abcdef",
+        SYMBOL,
+        r(0, 600),
+        "complete",
+        AT,
+        AT,
+        AT + timedelta(seconds=60),
+        600,
+        600,
+        590,
+        10,
+        None,
+    )
     body = stored.as_json()
     assert body["rate_minutes_per_s"] == 10.0 and body["eta_s"] == 0.0
     assert body["start"] == "2025-01-01T00:00:00+00:00" and body["created_at"] == AT.isoformat()
@@ -115,8 +123,16 @@ def test_record_times_and_json_shape() -> None:
 
 def test_backfill_id_and_state_validation() -> None:
     assert parse_backfill_id("0123456789ABCDEF") == "0123456789abcdef"
-    for bad in ("", "does-not-exist", "0123456789abcde", "0123456789abcdef0", "0123456789abcdeg",
-                "0123456789abcdef\n", " 0123456789abcdef", "０123456789abcdef"):  # fmt: skip
+    for bad in (
+        "",
+        "does-not-exist",
+        "0123456789abcde",
+        "0123456789abcdef0",
+        "0123456789abcdeg",
+        "0123456789abcdef\n",
+        " 0123456789abcdef",
+        "０123456789abcdef",
+    ):
         with pytest.raises(BadInput) as exc:
             parse_backfill_id(bad)
         assert (exc.value.field, exc.value.status) == ("id", 400), bad
@@ -145,7 +161,7 @@ def test_backfill_ids_are_sixteen_hex_digits_or_refused(raw: str) -> None:
 class Api:
     base: str
     http: aiohttp.ClientSession
-    c: Components
+    c: GapHandler
 
     async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         async with self.http.request(method, self.base + path, **kw) as resp:
@@ -154,9 +170,11 @@ class Api:
 
     async def post(self, symbol: str, rng: MinuteRange) -> dict[str, Any]:
         status, body = await self.call(
-            "POST", "/backfills", json={"symbol": symbol, "start": rng.start, "end": rng.end},
+            "POST",
+            "/backfills",
+            json={"symbol": symbol, "start": rng.start, "end": rng.end},
             headers={"Authorization": f"Bearer {TOKEN}"},
-        )  # fmt: skip
+        )
         assert status == 202, body
         return dict(body)
 
@@ -164,24 +182,26 @@ class Api:
 @asynccontextmanager
 async def serving(settings: GapHandlerSettings, sim: SimHandle) -> AsyncIterator[Api]:
     """The real app on a port; stopped at the end as SIGTERM would stop it."""
-    app = build_app(settings, CollectorRegistry(), now_ms=sim.clock.now_ms)
-    runner = await start_http(app, "127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession() as http:
-            api = Api(f"http://127.0.0.1:{bound_port(runner)}", http, app[COMPONENTS_KEY])
-            await wait_for(idle(api.c), 30, "the first scan's work")
-            yield api
-    finally:
-        await runner.cleanup()
+    async with served(spec(settings, now_ms=sim.clock.now_ms)) as handle, aiohttp.ClientSession() as http:
+        api = Api(handle.url, http, handle.service)
+        await wait_for(idle(api.c), 30, "the first scan's work")
+        yield api
 
 
 def config(db_url: str, sim: SimHandle) -> GapHandlerSettings:
     # Small pages and units, a slow rate: a 2-day request takes ~3 s and writes its
     # progress after each of its 15 units, so it can be interrupted half-way.
     return settings_for(
-        db_url, sim.rest_url, symbols=[SYMBOL], history_days=1, admin_token=TOKEN, backfill_batch_size=100,
-        unit_max_pages=2, rate_limit_requests_per_sec=10, max_concurrent_backfills=2,
-    )  # fmt: skip
+        db_url,
+        sim.rest_url,
+        symbols=[SYMBOL],
+        history_days=1,
+        admin_token=TOKEN,
+        backfill_batch_size=100,
+        unit_max_pages=2,
+        rate_limit_requests_per_sec=10,
+        max_concurrent_backfills=2,
+    )
 
 
 def old_range(sim: SimHandle, days: int) -> MinuteRange:
@@ -237,8 +257,10 @@ async def resume_and_check(
         stored = await row(api.c.pool, ident)
         assert stored["state"] == "complete" and stored["finished_at"] is not None
         assert (stored["minutes_total"], stored["minutes_done"], stored["candles_recovered"]) == (
-            rng.minutes, rng.minutes, rng.minutes,
-        )  # fmt: skip
+            rng.minutes,
+            rng.minutes,
+            rng.minutes,
+        )
     # Only what was still missing was asked for (each hole left may start mid-page).
     resumed = klines(sim) - before
     assert resumed <= -(-(rng.minutes - committed) // 100) + 3, (resumed, committed)
@@ -260,8 +282,10 @@ async def test_a_request_stopped_half_way_resumes_after_a_restart(db_url: str, d
             assert out["minutes_total"] == rng.minutes and out["state"] == "running"
             stored = await row(api.c.pool, ident)
             assert (stored["state"], stored["minutes_total"], stored["finished_at"]) == (
-                "running", rng.minutes, None,
-            )  # fmt: skip
+                "running",
+                rng.minutes,
+                None,
+            )
             await wait_for(progressed(api.c.pool, ident, 1000), 30, "five units written")
         # Stopped like SIGTERM: the units in flight checkpoint and write what they did;
         # the request stays open.
@@ -278,8 +302,8 @@ async def test_a_request_crashed_half_way_resumes_after_a_restart(db_url: str, d
     async with running_simulator(symbols=[SYMBOL], speed=0, rest_latency_s=0.02) as sim:
         settings = config(db_url, sim)
         rng = old_range(sim, 2)
-        async with components(settings, CollectorRegistry(), now_ms=sim.clock.now_ms) as c:
-            run = asyncio.create_task(c.service.run(service_loops(c)))
+        async with assembled(settings, now_ms=sim.clock.now_ms) as c:
+            run = asyncio.create_task(c.run())
             await wait_for(lambda: _true(c.requests.resumed), 30, "start-up")
             await wait_for(idle(c), 30, "the first scan's work")
             task = await c.requests.submit(SYMBOL, rng)
@@ -336,13 +360,14 @@ async def test_finished_requests_are_served_from_the_table_after_a_restart(db_ur
             await api.c.pool.execute(
                 "INSERT INTO backfill_requests (id, symbol, range_start, range_end, state, minutes_total,"
                 " requested_at) VALUES ('00000000000000aa', 'BTCUSDT', $1, $2, 'running', 5, $3)",
-                ms_to_datetime(rng.start), ms_to_datetime(rng.end),
+                ms_to_datetime(rng.start),
+                ms_to_datetime(rng.end),
                 datetime.fromisoformat(live["created_at"]) + timedelta(minutes=1),
-            )  # fmt: skip
+            )
         before = klines(sim)
         async with serving(settings, sim) as api:
             await wait_for(lambda: _true(api.c.requests.resumed), 30, "resume")
-            assert ident not in api.c.service.tasks  # not resumed: answered from the table
+            assert ident not in api.c.backfills.tasks  # not resumed: answered from the table
             status, body = await api.call("GET", f"/backfills/{ident.upper()}")
             assert status == 200
             assert {k: v for k, v in body.items() if k != "rate_minutes_per_s"} == {
@@ -353,15 +378,20 @@ async def test_finished_requests_are_served_from_the_table_after_a_restart(db_ur
             waiting = listed["backfills"][0]
             assert waiting["state"] == "queued" and "BTCUSDT is not in SYMBOLS" in waiting["error"]
             for query, ids in (
-                ("state=complete", [ident]), (f"symbol={SYMBOL.lower()}&state=complete&limit=1", [ident]),
-                ("state=running", []), ("limit=1", ["00000000000000aa"]),
-            ):  # fmt: skip
+                ("state=complete", [ident]),
+                (f"symbol={SYMBOL.lower()}&state=complete&limit=1", [ident]),
+                ("state=running", []),
+                ("limit=1", ["00000000000000aa"]),
+            ):
                 status, listed = await api.call("GET", f"/backfills?{query}")
                 assert status == 200 and [b["id"] for b in listed["backfills"]] == ids, query
             for query, field, code in (
-                ("state=done", "state", 400), ("limit=0", "limit", 400), ("limit=x", "limit", 400),
-                ("symbol=BAD-1", "symbol", 400), ("symbol=DOGEUSDT", "symbol", 404),
-            ):  # fmt: skip
+                ("state=done", "state", 400),
+                ("limit=0", "limit", 400),
+                ("limit=x", "limit", 400),
+                ("symbol=BAD-1", "symbol", 400),
+                ("symbol=DOGEUSDT", "symbol", 404),
+            ):
                 status, out = await api.call("GET", f"/backfills?{query}")
                 assert (status, out.get("field")) == (code, field), query
             for path, code in (("/backfills/does-not-exist", 400), ("/backfills/ffffffffffffffff", 404)):
@@ -375,9 +405,11 @@ async def test_a_database_error_on_post_leaves_nothing_behind(db_url: str) -> No
         await api.c.pool.execute("ALTER TABLE backfill_requests RENAME TO backfill_requests_away")
         before = klines(sim)
         status, body = await api.call(
-            "POST", "/backfills", json={"symbol": SYMBOL, "start": old_range(sim, 1).start},
+            "POST",
+            "/backfills",
+            json={"symbol": SYMBOL, "start": old_range(sim, 1).start},
             headers={"Authorization": f"Bearer {TOKEN}"},
-        )  # fmt: skip
+        )
         assert status == 503 and body["error"] == "database unavailable"
-        assert api.c.service.tasks == {} and api.c.service.queue.qsize() == 0
-        assert not any(api.c.service.running.values()) and klines(sim) == before
+        assert api.c.backfills.tasks == {} and api.c.backfills.queue.qsize() == 0
+        assert not any(api.c.backfills.running.values()) and klines(sim) == before

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gap_handler import store
-from gap_handler.intervals import MinuteRange, merge, subtract
+from gap_handler.core.intervals import MinuteRange, merge, subtract
 from gap_handler.testing import ONCE
 from quaint.binance.models import MINUTE_MS
 
@@ -91,9 +91,12 @@ SHAPES = [
 
 @pytest.mark.parametrize(("name", "missing", "outages", "window"), SHAPES, ids=[s[0] for s in SHAPES])
 async def test_scan_is_exact_on_tricky_shapes(
-    db_pool: asyncpg.Pool, name: str, missing: list[int], outages: list[tuple[int, int]],
+    db_pool: asyncpg.Pool,
+    name: str,
+    missing: list[int],
+    outages: list[tuple[int, int]],
     window: tuple[int, int],
-) -> None:  # fmt: skip
+) -> None:
     symbol = f"SH{next(_symbols)}USDT"
     stored = set(range(-SPAN, SPAN)) - set(missing)
     known = [MinuteRange(minute(s), minute(s + n)) for s, n in outages]
@@ -117,8 +120,9 @@ async def test_deleted_rows_are_found_on_a_connection_that_scanned_before(db_poo
         deleted = {-1, 0, 59, *range(500, 545)}
         await other.execute(
             "DELETE FROM candles_1m WHERE symbol = $1 AND time = ANY($2::timestamptz[])",
-            symbol, [datetime.fromtimestamp(minute(m) / 1000, UTC) for m in deleted],
-        )  # fmt: skip
+            symbol,
+            [datetime.fromtimestamp(minute(m) / 1000, UTC) for m in deleted],
+        )
         found = await store.scan_holes(scanner, symbol, minute(-SPAN), minute(SPAN))
     assert found == expected(stored - deleted, -SPAN, SPAN, [])
 
@@ -149,9 +153,10 @@ async def test_no_complete_batches_without_compression(db_pool: asyncpg.Pool) ->
         await store_minutes(conn, "APUSDT", set(range(-SPAN, SPAN)))
         spans = await conn.fetch(
             "SELECT * FROM quaint_complete_batches($1, $2, $3)",
-            "APUSDT", datetime.fromtimestamp(minute(-SPAN) / 1000, UTC),
+            "APUSDT",
+            datetime.fromtimestamp(minute(-SPAN) / 1000, UTC),
             datetime.fromtimestamp(minute(SPAN) / 1000, UTC),
-        )  # fmt: skip
+        )
     assert spans == []
 
 
@@ -177,9 +182,12 @@ async def test_scan_reads_nothing_inside_complete_batch_spans(db_pool: asyncpg.P
     outages=st.lists(st.tuples(st.integers(-SPAN, SPAN), st.integers(1, 300)), max_size=2),
 )
 async def test_scan_with_complete_batch_spans_finds_exactly_the_missing_minutes(
-    db_pool: asyncpg.Pool, holes: list[tuple[int, int]], batch: int, window: tuple[int, int],
+    db_pool: asyncpg.Pool,
+    holes: list[tuple[int, int]],
+    batch: int,
+    window: tuple[int, int],
     outages: list[tuple[int, int]],
-) -> None:  # fmt: skip
+) -> None:
     symbol = f"CB{next(_symbols)}USDT"
     stored = set(range(-SPAN, SPAN)) - {m for start, n in holes for m in range(start, start + n)}
     known = [MinuteRange(minute(s), minute(s + n)) for s, n in outages]

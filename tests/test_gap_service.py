@@ -18,10 +18,10 @@ import pytest
 
 from gap_handler.background import NotifyListener, run_daily_jobs
 from gap_handler.cli import render_progress, run_backfill
-from gap_handler.intervals import MinuteRange, history_start
+from gap_handler.core.intervals import MinuteRange, history_start
+from gap_handler.core.tracker import RangeTask
 from gap_handler.store import record_unrecoverable
 from gap_handler.testing import settings_for, wait_for
-from gap_handler.tracker import RangeTask
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.service.retry import jittered_backoff
 from quaint.store.candles import fetch_candles
@@ -88,16 +88,28 @@ async def test_sigterm_checkpoints_in_flight_work_and_exits_0(db_url: str) -> No
         parts = urlsplit(db_url)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "SYMBOLS", "ADMIN"))},
-            "DB_HOST": parts.hostname or "", "DB_PORT": str(parts.port), "DB_USER": parts.username or "",
-            "DB_PASSWORD": parts.password or "", "DB_NAME": parts.path.lstrip("/"),
-            "SYMBOLS": "BTCUSDT,ETHUSDT", "BINANCE_REST_URL": sim.rest_url, "GAP_HANDLER_PORT": "0",
-            "GAP_HANDLER_HOST": "127.0.0.1", "HISTORY_DAYS": "20", "LOG_FORMAT": "json",
-            "RATE_LIMIT_REQUESTS_PER_SEC": "50", "SHUTDOWN_DEADLINE_S": "5",
-        }  # fmt: skip
+            "DB_HOST": parts.hostname or "",
+            "DB_PORT": str(parts.port),
+            "DB_USER": parts.username or "",
+            "DB_PASSWORD": parts.password or "",
+            "DB_NAME": parts.path.lstrip("/"),
+            "SYMBOLS": "BTCUSDT,ETHUSDT",
+            "BINANCE_REST_URL": sim.rest_url,
+            "GAP_HANDLER_PORT": "0",
+            "GAP_HANDLER_HOST": "127.0.0.1",
+            "HISTORY_DAYS": "20",
+            "LOG_FORMAT": "json",
+            "RATE_LIMIT_REQUESTS_PER_SEC": "50",
+            "SHUTDOWN_DEADLINE_S": "5",
+        }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gap_handler", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "gap_handler",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         try:
             await sim.wait_for(lambda: sim.stats.total_requests >= 4, 30, "backfill requests")
             proc.send_signal(signal.SIGTERM)
@@ -150,9 +162,12 @@ async def test_daily_jobs_run_on_schedule(start: str, expected: str) -> None:
 async def test_listener_reconnects_after_the_connection_is_killed(db_url: str) -> None:
     parts = urlsplit(db_url)
     kwargs: dict[str, Any] = {
-        "host": parts.hostname, "port": parts.port, "user": parts.username,
-        "password": parts.password, "database": parts.path.lstrip("/"),
-    }  # fmt: skip
+        "host": parts.hostname,
+        "port": parts.port,
+        "user": parts.username,
+        "password": parts.password,
+        "database": parts.path.lstrip("/"),
+    }
     payloads: list[str] = []
     connects: list[int] = []
     listener = NotifyListener(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gap_handler.intervals import MinuteRange
-from gap_handler.validation import (
+from gap_handler.core.intervals import MinuteRange
+from gap_handler.core.validation import (
     BadInput,
     parse_backfill_body,
     parse_gap_status,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import time
 import aiohttp
 import pytest
 
+from quaint.testing.services import free_port
 from simulator.__main__ import load_settings
 
 
@@ -52,15 +52,8 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.feed_gap == ["+1..+2", "+5..+6"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_the_documented_command_serves_rest_and_stops_cleanly() -> None:
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
         "--symbols", "BTCUSDT,ETHUSDT", "--speed", "60", "--seed", "7", "--log-format", "json",

@@ -3,7 +3,6 @@ quality events, features, and the pool's start-up errors."""
 
 from __future__ import annotations
 
-import socket
 import time
 from decimal import Decimal
 
@@ -18,6 +17,7 @@ from quaint.store.features import FeatureRow, latest_features, upsert_features
 from quaint.store.pool import DatabaseUnavailable, create_pool
 from quaint.store.quality import log_event
 from quaint.store.quality_event import QualityEvent
+from quaint.testing.services import free_port
 
 T0 = 1_763_985_600_000  # 2025-11-24T12:00:00Z, a minute boundary
 
@@ -115,12 +115,6 @@ async def test_quality_event_and_features(db_pool: asyncpg.Pool) -> None:
     assert latest == FeatureRow("BTCUSDT", T0, {**features, "warm": True}, "v1")
     with pytest.raises(ValueError, match="unknown data quality event"):
         QualityEvent("oops")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_unreachable_database_fails_clearly_after_the_deadline() -> None:

@@ -105,6 +105,17 @@ async def upsert_kline_columns(conn: asyncpg.Connection, page: KlineColumns, sou
     return int(status.rsplit(" ", 1)[1])
 
 
+NEWEST_OPEN_TIMES = """
+SELECT symbol, max(time) AS t FROM candles_1m WHERE symbol = ANY($1::text[]) GROUP BY symbol
+"""
+
+
+async def newest_open_times(conn: asyncpg.Connection, symbols: list[str]) -> dict[str, int]:
+    """Each symbol's newest stored minute (open time, ms); symbols with none are absent."""
+    rows = await conn.fetch(NEWEST_OPEN_TIMES, symbols)
+    return {row["symbol"]: datetime_to_ms(row["t"]) for row in rows}
+
+
 async def fetch_candles(conn: asyncpg.Connection, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
     """Stored candles of ``symbol`` with open time in [start_ms, end_ms), oldest first."""
     rows = await conn.fetch(

@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 import structlog
 
+from quaint.service.retry import jittered_backoff
 from quaint.service.settings import Settings
 from quaint.store.errors import RETRYABLE_CONNECT_ERRORS
 
@@ -41,20 +42,12 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-def backoff_delays(initial: float = 0.5, cap: float = 5.0) -> Iterator[float]:
-    """Doubling delays with a cap (start-up retry; the feeder uses a jittered policy)."""
-    delay = initial
-    while True:
-        yield delay
-        delay = min(cap, delay * 2)
-
-
 async def create_pool(settings: Settings, *, delays: Iterator[float] | None = None) -> asyncpg.Pool:
     """Create the process's pool, retrying reachability errors until
     ``db_connect_timeout_s`` has passed. Wrong credentials or a missing database fail
     at once: retrying cannot fix them."""
     deadline = time.monotonic() + settings.db_connect_timeout_s
-    delays = delays or backoff_delays()
+    delays = delays or jittered_backoff(0.5, 5.0)
     target = f"{settings.db_host}:{settings.db_port}/{settings.db_name}"
     while True:
         try:
@@ -87,3 +80,12 @@ async def create_pool(settings: Settings, *, delays: Iterator[float] | None = No
         else:
             assert pool is not None
             return pool
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = 10.0) -> None:
+    """Close gracefully; connections still busy after ``timeout_s`` are terminated."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()

@@ -15,6 +15,17 @@ RETURNING id
 """
 
 
+GAP_REPORTED = """
+SELECT EXISTS (SELECT 1 FROM data_quality_logs WHERE event_type = 'gap_detected'
+               AND symbol = $1 AND gap_start = $2 AND gap_end = $3)
+"""
+
+
+async def gap_reported(conn: asyncpg.Connection, event: QualityEvent) -> bool:
+    """Whether a ``gap_detected`` row for the same symbol and minutes is stored already."""
+    return bool(await conn.fetchval(GAP_REPORTED, event.symbol, event.gap_start, event.gap_end))
+
+
 async def log_event(conn: asyncpg.Connection, event: QualityEvent) -> int:
     """Insert one event and return its id. A ``gap_detected`` insert also NOTIFYs
     ``quaint_gaps`` (trigger in init.sql), waking the gap handler."""

@@ -4,15 +4,16 @@ handler process.
 
 Why a shared clock. The gap handler decides what is due, and which rows of a REST
 answer are final, on the exchange's time: its own clock (``now_ms``) plus an offset
-sampled from ``GET /api/v3/time`` (:mod:`gap_handler.exchange_clock`). That only holds
+sampled from ``GET /api/v3/time`` (:mod:`gap_handler.core.exchange_clock`). That only holds
 while its clock advances at the exchange's rate, and the accelerated simulator's clock
 runs ``speed`` times faster than the wall clock. Its clock is
 ``start_ms + (monotonic - wall_origin) * 1000 * speed``; ``CLOCK_MONOTONIC`` is the
 same for every process on the machine, so the test writes those three numbers to a
 file whenever it changes the clock, and ``python -m quaint.testing.chaos gap-handler``
-runs the real service (``gap_handler.__main__``) with a ``now_ms`` computed from the
-file, ``lag_ms`` behind the exchange (the sampled offset takes the lag back out; it is
-there to show a skewed host clock does no harm).
+runs the real service (``gap_handler.__main__.main``, which takes its clock as a
+parameter) with a ``now_ms`` computed from the file, ``lag_ms`` behind the exchange
+(the sampled offset takes the lag back out; it is there to show a skewed host clock
+does no harm).
 
 Every random choice comes from one ``random.Random(seed)``: the same seed gives the same
 plan (kinds, simulated times, parameters).
@@ -27,7 +28,6 @@ import math
 import os
 import random
 import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import orjson
 
+from gap_handler.__main__ import main as gap_handler_main
 from quaint.binance.models import MINUTE_MS
 
 # ---- configuration -------------------------------------------------------------------------
@@ -234,25 +235,10 @@ class FileClock:
 
 def run_gap_handler(clock_file: Path) -> int:
     """``python -m gap_handler`` exactly, but with ``now_ms`` read from ``clock_file``."""
-    import functools
-
-    import gap_handler.__main__ as entry
-    from gap_handler import api
-
-    if not hasattr(entry, "build_app"):
-        raise RuntimeError("gap_handler.__main__ no longer builds its app through build_app")
-    clock = FileClock(clock_file)
-    entry.build_app = functools.partial(api.build_app, now_ms=clock.now_ms)
-    return entry.main([])
+    return gap_handler_main([], now_ms=FileClock(clock_file).now_ms)
 
 
 # ---- supervised service processes -------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _PR_SET_PDEATHSIG = 1
@@ -303,9 +289,14 @@ class ServiceProcess:
         self._log.write(f"==== start {self.starts} at monotonic {time.monotonic():.3f}\n".encode())
         self._expected_exit = False
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, env=self.env, cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log, stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent,
-        )  # fmt: skip
+            *self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
         self._watcher = asyncio.create_task(self._watch(self.proc), name=f"watch-{self.name}")
 
     @property

@@ -10,7 +10,7 @@ The estimate: ``GET /api/v3/time`` answers ``serverTime`` S, read by the exchang
 instant between our send and our receipt. Taking it as read at our receipt (local time
 R) gives ``offset = S - R``; ``local + offset`` is then at most the exchange's time (by
 at most the round trip), as long as the local clock advances at the exchange's rate:
-the service's default clock is monotonic (:func:`gap_handler.app.steady_clock`), so
+the service's default clock is monotonic (:func:`quaint.service.clock.steady_clock`), so
 setting the host clock cannot move it between two samples.
 """
 

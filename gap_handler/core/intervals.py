@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from quaint.binance.models import MINUTE_MS
 
 DAY_MS = 86_400_000
+# Candles are kept 13 months (quaint_config 'candles_retention'); 13 * 31 days bounds
+# every range the service is asked to scan or backfill.
+RETENTION_DAYS = 403
 
 
 def floor_minute(ms: int) -> int:

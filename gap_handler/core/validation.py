@@ -8,9 +8,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gap_handler.intervals import DAY_MS, MinuteRange, closed_end, floor_minute
-from gap_handler.settings import RETENTION_DAYS
-from gap_handler.tracker import BACKFILL_STATES
+from gap_handler.core.intervals import DAY_MS, RETENTION_DAYS, MinuteRange, closed_end, floor_minute
+from gap_handler.core.tracker import BACKFILL_STATES
 from quaint.binance.models import MINUTE_MS, datetime_to_ms
 
 _SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}$")
@@ -67,8 +66,14 @@ def parse_instant(raw: object, field: str) -> int:
     return value
 
 
-def parse_range(start_raw: object, end_raw: object | None, now_ms: int, *, start_field: str = "start",
-                end_field: str = "end") -> MinuteRange:  # fmt: skip
+def parse_range(
+    start_raw: object,
+    end_raw: object | None,
+    now_ms: int,
+    *,
+    start_field: str = "start",
+    end_field: str = "end",
+) -> MinuteRange:
     """``[start, end)`` widened to whole minutes, end defaulting to now; within the
     retention window and not in the future."""
     start = floor_minute(parse_instant(start_raw, start_field))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gap_handler.intervals import MinuteRange, merge
+from gap_handler.core.intervals import MinuteRange, merge
 from quaint.binance.models import MINUTE_MS
 
 
@@ -96,10 +96,13 @@ class UnitBackfill:
             raise RuntimeError("on_page without a page request")
         self._page = None
         page_end = page.end + 1
-        kept = sorted({
-            t for t in open_times
-            if page.start <= t < page_end and t % MINUTE_MS == 0 and (open_from is None or t < open_from)
-        })  # fmt: skip
+        kept = sorted(
+            {
+                t
+                for t in open_times
+                if page.start <= t < page_end and t % MINUTE_MS == 0 and (open_from is None or t < open_from)
+            }
+        )
         self.outcome.recovered += len(kept)
         absent: list[MinuteRange] = []
         expected = page.start

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from gap_handler.intervals import MinuteRange
+from gap_handler.core.intervals import MinuteRange
 from quaint.binance.models import ms_to_datetime
 
 # queued: accepted, waiting to be (re)started; scanning: its holes are being looked
@@ -172,12 +172,19 @@ class RangeTask:
         if self.finished_mono is not None:
             finished = taken + timedelta(seconds=max(0.0, self.finished_mono - self.created_mono))
         return RequestRecord(
-            id=self.id, symbol=self.symbol, range=self.range, state=self.state,
-            requested_at=self.created_at, started_at=taken, finished_at=finished,
-            minutes_total=self.total_minutes, minutes_done=self.minutes_done,
-            candles_recovered=self.recovered, unrecoverable_minutes=self.unrecoverable_minutes,
+            id=self.id,
+            symbol=self.symbol,
+            range=self.range,
+            state=self.state,
+            requested_at=self.created_at,
+            started_at=taken,
+            finished_at=finished,
+            minutes_total=self.total_minutes,
+            minutes_done=self.minutes_done,
+            candles_recovered=self.recovered,
+            unrecoverable_minutes=self.unrecoverable_minutes,
             error=self.error,
-        )  # fmt: skip
+        )
 
     def as_json(self, now: float) -> dict[str, Any]:
         return self.record().as_json(rate=self.rate_per_s(now), eta_s=self.eta_s(now))
