@@ -14,10 +14,10 @@ from aiohttp import web
 
 from quaint.binance.encode import book_ticker_stream
 from quaint.binance.models import Candle
-from simulator import control, rest
+from simulator import archive, control, rest
 from simulator.clock import LiveClock
 from simulator.exchange import Exchange
-from simulator.faults import FaultController
+from simulator.faults import FaultController, parse_archive_fault
 from simulator.hub import Hub
 from simulator.market import MarketModel
 from simulator.replay import load_csv
@@ -57,6 +57,10 @@ def build_state(settings: SimSettings, time_source: Callable[[], float] = time.m
     if settings.rest_5xx:
         faults.add_rest_fault(settings.rest_5xx_status, settings.rest_5xx, settings.rest_retry_after_s)
     faults.set_latency(settings.rest_latency_s)
+    for spec in settings.archive_fault:
+        kind, file = parse_archive_fault(spec)
+        faults.archive.add(kind, file)
+    faults.archive.set_speed(settings.archive_latency_s, settings.archive_bytes_per_s)
     exchange = Exchange(market, faults, history_ms=int(settings.history_days * _DAY_MS))
     now = clock.now_ms()
     return SimState(
@@ -88,6 +92,7 @@ def create_app(
     state.clock.on_change(state.clock_changed.set)
     rest.add_routes(app)
     control.add_routes(app)
+    archive.add_routes(app)
     app.router.add_get("/ws", handle_ws)
     app.router.add_get("/ws/{streams:.+}", handle_ws)
     app.router.add_get("/stream", handle_ws)

@@ -6,11 +6,13 @@ POST bodies are JSON objects; every answer is JSON; bad input -> 400 ``{"error":
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from quaint.binance.archive import ArchiveFile
 from quaint.binance.encode import rest_kline_row
 from simulator.faults import FaultError
 from simulator.state import STATE
@@ -169,6 +171,44 @@ async def rest_latency(request: web.Request) -> web.Response:
     return _ok({"seconds": _number(body, "seconds")})
 
 
+def _archive_file(request: web.Request, body: Mapping[str, Any]) -> ArchiveFile:
+    symbol, label = body.get("symbol"), body.get("file")
+    if type(symbol) is not str or symbol.upper() not in request.app[STATE].symbol_set:
+        raise FaultError(f"symbol must be one of the served symbols, got {symbol!r}")
+    if type(label) is not str:
+        raise FaultError("file must be a month YYYY-MM or a day YYYY-MM-DD")
+    try:
+        return ArchiveFile.parse(symbol.upper(), label)
+    except ValueError as exc:
+        raise FaultError(str(exc)) from None
+
+
+def _archive_answer(file: ArchiveFile, fault: Any) -> web.Response:
+    return _ok({"symbol": file.symbol, "file": file.label, **asdict(fault)})
+
+
+async def archive_fault(request: web.Request) -> web.Response:
+    body = await _body(request)
+    file = _archive_file(request, body)
+    rows, count = body.get("rows"), body.get("count")
+    fault = request.app[STATE].faults.archive.add(str(body.get("kind")), file, rows=rows, count=count)
+    return _archive_answer(file, fault)
+
+
+async def archive_reupload(request: web.Request) -> web.Response:
+    body = await _body(request)
+    file = _archive_file(request, body)
+    fault = request.app[STATE].faults.archive.reupload(file, str(body.get("when", "now")))
+    return _archive_answer(file, fault)
+
+
+async def archive_latency(request: web.Request) -> web.Response:
+    body = await _body(request)
+    archive = request.app[STATE].faults.archive
+    archive.set_speed(_number(body, "seconds", 0.0), _int(body, "bytes_per_s", 0))
+    return _ok({"seconds": archive.latency_s, "bytes_per_s": archive.bytes_per_s})
+
+
 async def faults_state(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return _ok(state.faults.snapshot(state.clock.wall()))
@@ -196,3 +236,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_sim/{name:duplicate|reorder|malformed}", message_fault)
     r.add_post("/_sim/rest_errors", rest_errors)
     r.add_post("/_sim/rest_latency", rest_latency)
+    r.add_post("/_sim/archive_fault", archive_fault)
+    r.add_post("/_sim/archive_reupload", archive_reupload)
+    r.add_post("/_sim/archive_latency", archive_latency)

@@ -12,8 +12,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from quaint.binance.archive import ArchiveFile
 from quaint.binance.models import MINUTE_MS
 
+ArchiveFaultKind = Literal["missing", "truncated", "checksum", "header"]
+ARCHIVE_FAULT_KINDS: tuple[ArchiveFaultKind, ...] = ("missing", "truncated", "checksum", "header")
 FrameKind = Literal["kline", "kline_closed", "bookTicker", "control"]
 KindFilter = Literal["any", "kline", "kline_closed", "bookTicker"]
 _KIND_FILTERS: tuple[KindFilter, ...] = ("any", "kline", "kline_closed", "bookTicker")
@@ -79,6 +82,116 @@ class RestFault:
     path: str = "/api/"
 
 
+@dataclass(slots=True)
+class ArchiveFileFault:
+    """How one archive file is served wrong (binance-public-data's known failures)."""
+
+    missing: bool = False  # 404 for the zip and its CHECKSUM, absent from the listing
+    keep_rows: int | None = None  # truncated: only the first N rows (its CHECKSUM matches)
+    bad_checksums: int = 0  # CHECKSUM answers still to get wrong; -1: every one
+    header: bool = False  # the CSV starts with a futures-style header row
+    generation: int = 0  # re-uploads so far: each gives other bytes, so another checksum
+    reupload_after_checksum: bool = False  # re-upload right after the next CHECKSUM is served
+
+
+@dataclass
+class ArchiveFaults:
+    files: dict[ArchiveFile, ArchiveFileFault] = field(default_factory=dict)
+    latency_s: float = 0.0  # wall seconds before each archive answer
+    bytes_per_s: int = 0  # download throttle; 0 = unlimited
+
+    def of(self, file: ArchiveFile) -> ArchiveFileFault | None:
+        return self.files.get(file)
+
+    def add(
+        self, kind: str, file: ArchiveFile, *, rows: int | None = None, count: int | None = None
+    ) -> ArchiveFileFault:
+        """``missing``, ``truncated`` (keep ``rows``, default half the period), ``checksum``
+        (the next ``count`` CHECKSUM answers wrong, default every one) or ``header``."""
+        fault = self.files.get(file, ArchiveFileFault())  # stored only once the request is valid
+        if kind == "missing":
+            fault.missing = True
+        elif kind == "truncated":
+            keep = file.minutes // 2 if rows is None else rows
+            if type(keep) is not int or not 0 <= keep < file.minutes:
+                raise FaultError(f"rows must be an integer within [0, {file.minutes})")
+            fault.keep_rows = keep
+        elif kind == "checksum":
+            if count is not None and (type(count) is not int or not 1 <= count <= 1_000_000):
+                raise FaultError("count must be an integer within [1, 1000000]")
+            fault.bad_checksums = -1 if count is None else count
+        elif kind == "header":
+            fault.header = True
+        else:
+            raise FaultError(f"kind must be one of {', '.join(ARCHIVE_FAULT_KINDS)}")
+        self.files[file] = fault
+        return fault
+
+    def reupload(self, file: ArchiveFile, when: str = "now") -> ArchiveFileFault:
+        """Upload the file again, whole and right (its faults cleared, other bytes): ``now``, or
+        ``after_checksum``: just after its next CHECKSUM is served, so a client that verifies
+        with that CHECKSUM downloads a zip it no longer describes."""
+        if when not in ("now", "after_checksum"):
+            raise FaultError("when must be 'now' or 'after_checksum'")
+        fault = self.files.setdefault(file, ArchiveFileFault())
+        if when == "now":
+            _reuploaded(fault)
+        else:
+            fault.reupload_after_checksum = True
+        return fault
+
+    def take_bad_checksum(self, file: ArchiveFile) -> bool:
+        """Whether this CHECKSUM answer is to be wrong (consumes one of a count)."""
+        fault = self.files.get(file)
+        if fault is None or fault.bad_checksums == 0:
+            return False
+        if fault.bad_checksums > 0:
+            fault.bad_checksums -= 1
+        return True
+
+    def checksum_served(self, file: ArchiveFile) -> None:
+        fault = self.files.get(file)
+        if fault is not None and fault.reupload_after_checksum:
+            _reuploaded(fault)
+
+    def set_speed(self, latency_s: float, bytes_per_s: int) -> None:
+        if type(latency_s) not in (int, float) or not 0 <= latency_s <= 60:
+            raise FaultError("seconds must be within [0, 60]")
+        if type(bytes_per_s) is not int or not 0 <= bytes_per_s <= 1 << 40:
+            raise FaultError("bytes_per_s must be a non-negative integer (0: unlimited)")
+        self.latency_s, self.bytes_per_s = float(latency_s), bytes_per_s
+
+    def reset(self) -> None:
+        self.files.clear()
+        self.latency_s, self.bytes_per_s = 0.0, 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "files": [
+                {"symbol": f.symbol, "file": f.label, **asdict(x)} for f, x in sorted(self.files.items())
+            ],
+            "latency_s": self.latency_s,
+            "bytes_per_s": self.bytes_per_s,
+        }
+
+
+def _reuploaded(fault: ArchiveFileFault) -> None:
+    fault.missing, fault.keep_rows, fault.bad_checksums, fault.header = False, None, 0, False
+    fault.reupload_after_checksum = False
+    fault.generation += 1
+
+
+def parse_archive_fault(spec: str) -> tuple[str, ArchiveFile]:
+    """``KIND:SYMBOL:YYYY-MM[-DD]`` (e.g. ``missing:BTCUSDT:2024-03``) -> (kind, file)."""
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] not in ARCHIVE_FAULT_KINDS:
+        raise ValueError(
+            f"bad archive fault {spec!r}: expected KIND:SYMBOL:YYYY-MM[-DD], KIND one of "
+            + ", ".join(ARCHIVE_FAULT_KINDS)
+        )
+    return parts[0], ArchiveFile.parse(parts[1].upper(), parts[2])
+
+
 class ConnectionControl(Protocol):
     """What the WebSocket shell offers the controller."""
 
@@ -98,6 +211,7 @@ class FaultController:
     rest_faults: list[RestFault] = field(default_factory=list)
     rest_latency_s: float = 0.0
     stall_until: float = 0.0  # wall (monotonic) seconds
+    archive: ArchiveFaults = field(default_factory=ArchiveFaults)
     rng: random.Random = field(init=False)
     _targets: list[ConnectionControl] = field(default_factory=list, init=False, repr=False)
 
@@ -205,6 +319,7 @@ class FaultController:
         self.rest_faults.clear()
         self.rest_latency_s = 0.0
         self.stall_until = 0.0
+        self.archive.reset()
 
     def snapshot(self, wall_now: float) -> dict[str, Any]:
         return {
@@ -216,6 +331,7 @@ class FaultController:
             "rest_faults": [asdict(f) for f in self.rest_faults if f.count > 0],
             "rest_latency_s": self.rest_latency_s,
             "stall_remaining_s": max(0.0, self.stall_until - wall_now),
+            "archive": self.archive.snapshot(),
         }
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from quaint.binance.models import MINUTE_MS, datetime_to_ms
+from simulator.faults import parse_archive_fault
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _RANGE_PART = r"(\+?[0-9]+|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(?:Z|[+-][0-9]{2}:?[0-9]{2})?)"
@@ -111,13 +112,32 @@ class SimSettings(BaseSettings):
     rest_5xx_status: int = Field(503, ge=500, le=599, description="status for --rest-5xx")
     rest_retry_after_s: int = Field(1, ge=0, description="Retry-After of injected 429s")
     rest_latency_s: float = Field(0.0, ge=0, le=60, description="added to every REST answer")
+    archive_max_keys: int = Field(
+        1000, ge=1, le=1000, description="keys per archive listing page (S3's most); small values make pages"
+    )
+    archive_daily_delay_h: float = Field(
+        1.0, ge=0, le=24 * 60, description="archive: a daily file appears this long after its day ends"
+    )
+    archive_monthly_delay_h: float = Field(
+        24.0, ge=0, le=24 * 60, description="archive: a monthly file appears this long after its month ends"
+    )
+    archive_latency_s: float = Field(0.0, ge=0, le=60, description="added to every archive answer (wall s)")
+    archive_bytes_per_s: int = Field(
+        0, ge=0, le=2**40, description="archive download throttle (0: unlimited)"
+    )
+    archive_fault: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="archive files served wrong, KIND:SYMBOL:YYYY-MM[-DD] with KIND missing, truncated,"
+        " checksum or header",
+    )
+    archive_cache_files: int = Field(8, ge=1, le=1000, description="archive files kept made in memory")
     drop_every_s: float | None = Field(None, gt=0, description="drop all WebSockets periodically")
     stall_every_s: float | None = Field(None, gt=0, description="stall all WebSockets periodically")
     stall_s: float = Field(5.0, ge=0, description="length of each periodic stall")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
 
-    @field_validator("symbols", "feed_gap", "outage", mode="before")
+    @field_validator("symbols", "feed_gap", "outage", "archive_fault", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)
@@ -153,6 +173,13 @@ class SimSettings(BaseSettings):
                 raise ValueError(f"bad range {spec!r}: expected START..END (ms, ISO-8601 or +minutes)")
             if not spec.startswith("+") and "..+" not in spec:
                 resolve_range(spec, 0)  # absolute on both ends: reject empty ranges now
+        return value
+
+    @field_validator("archive_fault")
+    @classmethod
+    def _archive_faults(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            parse_archive_fault(spec)  # a bad one stops the simulator at start, naming it
         return value
 
     @field_validator("replay_symbol")

@@ -31,6 +31,9 @@ CORE_MODULES = [
     "quaint.binance.rest_parse",
     "quaint.binance.encode",
     "quaint.binance.errors",
+    "quaint.binance.archive",
+    "quaint.binance.archive_csv",
+    "quaint.binance.archive_listing",
     # Value types shared by the services, and the injected retry policies.
     "quaint.service.health",
     "quaint.store.quality_event",
