@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pytest
@@ -40,8 +41,28 @@ def tree_entry(page: Any, name: str) -> Any:
     return page.locator(".file-entry", has=page.locator(".file-name", has_text=name)).first
 
 
-def open_server_without_prompt(page: Any, base_url: str, email: str, password: str, server: str) -> None:
-    """Log in, open the pre-configured SERVER in the default group and expand its Databases node.
+def expand_until(page: Any, name: str, child: str, within_s: float = 90.0) -> None:
+    """Click NAME's toggle until CHILD is shown. While a server connects pgAdmin rebuilds its
+    tree (seen under load: the node is detached and rendered again for tens of seconds), so one
+    click can land on a node about to vanish; a later one lands. A click on an expanded node
+    folds it again: the next round opens it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + within_s
+    while not tree_entry(page, child).is_visible():
+        try:
+            tree_entry(page, name).locator(".directory-toggle").click(timeout=5_000)
+            tree_entry(page, child).wait_for(timeout=5_000)
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
+
+
+def open_server_without_prompt(
+    page: Any, base_url: str, email: str, password: str, server: str, database: str
+) -> None:
+    """Log in, open the pre-configured SERVER in the default group and expand its Databases node
+    until DATABASE shows.
 
     Fails if pgAdmin asks for the database password: then the pgpass file was not what logged it in."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -67,4 +88,4 @@ def open_server_without_prompt(page: Any, base_url: str, email: str, password: s
             server_toggle.click()
             server_toggle.click()
     assert not prompt.is_visible(), "pgAdmin asked for the password: the pgpass file was not used"
-    tree_entry(page, "Databases").locator(".directory-toggle").click()
+    expand_until(page, "Databases", database)

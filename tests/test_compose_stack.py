@@ -287,7 +287,8 @@ def test_pgadmin_shows_the_server_without_a_password_prompt(stack: Stack) -> Non
         page.set_default_timeout(30_000)
         try:
             base = stack.url("PGADMIN_PORT")
-            open_server_without_prompt(page, base, PGADMIN_EMAIL, stack.pgadmin_password, "timescaledb")
+            password = stack.pgadmin_password
+            open_server_without_prompt(page, base, PGADMIN_EMAIL, password, "timescaledb", DB_NAME)
             tree_entry(page, DB_NAME).wait_for()
         finally:
             page.screenshot(path=str(ARTIFACTS / "pgadmin_compose.png"))

@@ -231,7 +231,7 @@ def chromium() -> str:
     return require_chromium()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_pgadmin_opens_the_preconfigured_database_and_queries_candles(
     chromium: str, pgadmin: PgAdmin
 ) -> None:
@@ -245,7 +245,9 @@ def test_pgadmin_opens_the_preconfigured_database_and_queries_candles(
         page.set_default_timeout(30_000)
         try:
             # The pre-configured server, in the default group: no set-up clicks, no password prompt.
-            open_server_without_prompt(page, pgadmin.base_url, EMAIL, pgadmin.login_password, "timescaledb")
+            open_server_without_prompt(
+                page, pgadmin.base_url, EMAIL, pgadmin.login_password, "timescaledb", DB_NAME
+            )
             tree_entry(page, DB_NAME).locator(".file-name").click()
             page.wait_for_function(
                 "name => [...document.querySelectorAll('.file-entry.active .file-name')]"
