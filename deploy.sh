@@ -8,15 +8,18 @@
 #                                         Binance); --simulate also runs the bundled Binance simulator
 #                                         as the compose service "simulator" (profile "simulate") and
 #                                         points both services at it. --generate-secrets writes strong
-#                                         passwords first (creating .env from .env.example when there
-#                                         is none). --pull always|missing|never is compose's pull policy
-#                                         (never: use only local images). -f FILE adds a compose file
+#                                         passwords and an ADMIN_TOKEN first (creating .env from
+#                                         .env.example when there is none). --pull always|missing|never
+#                                         is compose's pull policy (never: use only local images). -f FILE adds a compose file
 #                                         after docker-compose.yml (repeatable); without -f, COMPOSE_FILE
 #                                         (compose's own variable) is honoured when set.
-#   ./deploy.sh --local [--simulate]      No Docker: the project's own database cluster, the feeder, the
+#   ./deploy.sh --local [--simulate] [--generate-secrets]
+#                                         No Docker: the project's own database cluster, the feeder, the
 #                                         gap handler and Prometheus (when installed) as background
-#                                         processes under .run/; --simulate also starts the bundled
-#                                         Binance simulator and points both services at it.
+#                                         processes under .run/, restarted when they crash; --simulate
+#                                         also starts the bundled Binance simulator and points both
+#                                         services at it. --generate-secrets as above (local mode uses
+#                                         ADMIN_TOKEN from .env; the passwords are for Docker).
 #
 # Settings: .env (QUAINT_ENV_FILE chooses another file), documented in .env.example; the seed's
 # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB are accepted for DB_USER / DB_PASSWORD / DB_NAME.
@@ -38,14 +41,19 @@ new_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 
 # Replace every placeholder secret in FILE by a fresh random one (48 hex characters); the values are
 # never printed. Creates FILE from .env.example when it does not exist. The seed's POSTGRES_PASSWORD, an
-# alias of DB_PASSWORD, gets the same value as DB_PASSWORD.
+# alias of DB_PASSWORD, gets the same value as DB_PASSWORD. ADMIN_TOKEN (both modes: it opens the gap
+# handler's POST /backfills) is kept when FILE gives it a value; else it is written where FILE has an
+# empty or placeholder line for it (.env.example's "# ADMIN_TOKEN="), or appended.
 generate_secrets() {
-  local file=$1 tmp name line key changed=()
+  local file=$1 tmp name line key changed=() token=""
   local -A generated=()
   if [[ ! -f $file ]]; then
     [[ -f $QUAINT_ROOT/.env.example ]] || die ".env.example not found"
     (umask 077 && cp "$QUAINT_ROOT/.env.example" "$file")
     log "created $file from .env.example"
+  fi
+  if ! grep -Eq "^ADMIN_TOKEN=\"?[^\"]" "$file" || grep -Eq "^ADMIN_TOKEN=\"?$PLACEHOLDER\"?$" "$file"; then
+    token=$(new_secret)
   fi
   tmp=$(mktemp "$file.XXXXXX")
   while IFS= read -r line || [[ -n $line ]]; do
@@ -57,8 +65,19 @@ generate_secrets() {
         changed+=("$name")
       fi
     done
+    if [[ -n $token && $line =~ ^(#\ )?ADMIN_TOKEN=(\"?)($PLACEHOLDER)?(\"?)$ ]]; then
+      line="ADMIN_TOKEN=$token"
+      [[ ${changed[*]} == *ADMIN_TOKEN* ]] || changed+=(ADMIN_TOKEN)
+    fi
     printf '%s\n' "$line"
   done <"$file" >"$tmp"
+  if [[ -n $token && ${changed[*]} != *ADMIN_TOKEN* ]]; then
+    {
+      echo "# Gap handler: bearer token for POST /backfills (written by ./deploy.sh --generate-secrets)."
+      echo "ADMIN_TOKEN=$token"
+    } >>"$tmp"
+    changed+=(ADMIN_TOKEN)
+  fi
   chmod 600 "$tmp"
   mv -f "$tmp" "$file"
   if [[ ${#changed[@]} -gt 0 ]]; then
@@ -159,8 +178,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ $LOCAL -eq 1 ]]; then
-  [[ $GENERATE -eq 0 ]] || die "--generate-secrets is for the Docker suite (the local cluster listens on loopback only)"
   [[ -z $PULL && ${#EXTRA_COMPOSE_FILES[@]} -eq 0 ]] || die "--pull and -f are for the Docker suite, not --local"
+  if [[ $GENERATE -eq 1 ]]; then generate_secrets "$(env_file)"; fi
   args=(up)
   [[ $SIMULATE -eq 0 ]] || args+=(--simulate)
   exec "$QUAINT_ROOT/scripts/local_suite.sh" "${args[@]}"

@@ -7,6 +7,11 @@
 # Where the caller stood (the scripts cd to the repository after sourcing this): relative paths given on
 # the command line are taken from here.
 CALLER_PWD=$PWD
+# A relative QUAINT_PYTHON given in the shell is the caller's path (QUAINT_PYTHON from .env, read after
+# the cd, is taken from the repository: see local_suite.sh's python_bin).
+if [[ ${QUAINT_PYTHON:-} == */* && $QUAINT_PYTHON != /* ]]; then
+  export QUAINT_PYTHON=$CALLER_PWD/$QUAINT_PYTHON
+fi
 
 log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
 warn() { printf '[%s] warning: %s\n' "$LOG_TAG" "$*" >&2; }

@@ -5,18 +5,29 @@
 #
 #   scripts/local_suite.sh up [--simulate]     start what is not running; return once all is healthy
 #   scripts/local_suite.sh down [--volumes]    stop all it started; --volumes also deletes the run dir
-#   scripts/local_suite.sh status              what runs, and where (exit 3 when something is down)
+#   scripts/local_suite.sh status              what runs, where, and its restarts (exit 3 when something
+#                                              is down)
+#   scripts/local_suite.sh env                 the running suite's settings as export lines, for the shell:
+#                                              eval "$(scripts/local_suite.sh env)" sets DB_*, DATABASE_URL,
+#                                              BINANCE_*, SYMBOLS, the ports and ADMIN_TOKEN (when set)
+#
+# A service that exits without a stop request is restarted with a growing delay (scripts/supervise.sh),
+# as Docker's `restart: unless-stopped` does; `down` stops it for good.
 #
 # Everything lives in the run directory (QUAINT_RUN_DIR, default ./.run): pgdata/, logs/*.log, *.pid,
-# prometheus/. Settings come from the environment, then from .env (QUAINT_ENV_FILE); see .env.example,
-# group "Local mode". Without --simulate the services use the real Binance endpoints and start only
-# when they answer: there is never a silent switch to simulated data.
+# *.state, suite.env, prometheus/. Settings come from the environment, then from .env (QUAINT_ENV_FILE);
+# see .env.example, group "Local mode". Without --simulate the services use the real Binance endpoints
+# and start only when they answer: there is never a silent switch to simulated data.
 set -euo pipefail
 
 QUAINT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_TAG=local
 # shellcheck source=scripts/deploy_lib.sh
 source "$QUAINT_ROOT/scripts/deploy_lib.sh"
+# shellcheck source=scripts/local_procs.sh
+source "$QUAINT_ROOT/scripts/local_procs.sh"
+# shellcheck source=scripts/local_checks.sh
+source "$QUAINT_ROOT/scripts/local_checks.sh"
 cd "$QUAINT_ROOT"
 
 load_env_file "$(env_file)"
@@ -28,6 +39,8 @@ LOG_DIR=$RUN_DIR/logs
 PGDATA_DIR=$RUN_DIR/pgdata
 PROM_DIR=$RUN_DIR/prometheus
 MARKER=$RUN_DIR/.quaint-run
+# The settings the running suite's services got (written by up, deleted by down); `env` prints them.
+SUITE_ENV=$RUN_DIR/suite.env
 STOP_TIMEOUT_S=${STOP_TIMEOUT_S:-30}
 DEPLOY_TIMEOUT_S=${DEPLOY_TIMEOUT_S:-180}
 [[ $DEPLOY_TIMEOUT_S =~ ^[0-9]+$ ]] || die "DEPLOY_TIMEOUT_S must be a whole number of seconds"
@@ -48,131 +61,6 @@ DB_NAME=${DB_NAME:-btc_ml_production}
 # Where to reach a service that listens on HOST (the wildcard addresses are reached over loopback).
 probe_host() { case $1 in '' | 0.0.0.0 | :: | '[::]') echo 127.0.0.1 ;; *) echo "$1" ;; esac; }
 
-# The interpreter that runs the services: QUAINT_PYTHON, else the project's .venv, which a fresh
-# checkout gets made here (python3 -m venv + pip install -e .), as test.sh would.
-python_bin() {
-  if [[ -n ${QUAINT_PYTHON:-} ]]; then
-    echo "$QUAINT_PYTHON"
-    return
-  fi
-  local venv=$QUAINT_ROOT/.venv py
-  if [[ ! -x $venv/bin/python ]]; then
-    py=$(command -v python3) || die "python3 not found (Debian/Ubuntu: apt-get install python3 python3-venv)"
-    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python >= 3.11 is needed; $py is older"
-    log "creating $venv (first run)"
-    "$py" -m venv "$venv" >&2 || die "could not create $venv (Debian/Ubuntu: apt-get install python3-venv)"
-  fi
-  echo "$venv/bin/python"
-}
-
-# ---- processes: started in their own session (setsid), so the whole group can be stopped ----
-
-pid_file() { echo "$RUN_DIR/$1.pid"; }
-
-# The command line a component's process must have, so a recycled pid is never mistaken for it.
-marker_of() {
-  case $1 in
-    feeder) echo " -m feeder" ;;
-    gap_handler) echo " -m gap_handler" ;;
-    simulator) echo " -m simulator" ;;
-    prometheus) echo "--config.file=$PROM_DIR/prometheus.yml" ;;
-    *) die "unknown component $1" ;;
-  esac
-}
-
-# Pid of a running component, or nothing (exit 1). Zombies have an empty command line: not running.
-running_pid() {
-  local file pid cmdline
-  file=$(pid_file "$1")
-  [[ -f $file ]] || return 1
-  pid=$(<"$file")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
-  [[ " $cmdline" == *"$(marker_of "$1")"* ]] || return 1
-  echo "$pid"
-}
-
-start_component() {
-  local name=$1 pid
-  shift
-  if pid=$(running_pid "$name"); then
-    log "$name already running (pid $pid); ./cleanup.sh --local first to restart it with new settings"
-    return 0
-  fi
-  local logfile=$LOG_DIR/$name.log
-  printf '\n===== %s: starting %s =====\n' "$(date -u +%FT%TZ)" "$name" >>"$logfile"
-  setsid "$@" </dev/null >>"$logfile" 2>&1 &
-  local child=$! deadline=$((SECONDS + 10))
-  echo "$child" >"$(pid_file "$name")"
-  # Until the child has exec'd, its command line is still this shell's: wait for that (or its end).
-  while ! running_pid "$name" >/dev/null && process_alive "$child" && ((SECONDS < deadline)); do
-    sleep 0.05
-  done
-  log "$name started (pid $child, log $logfile)"
-}
-
-# True while PID exists and is not a zombie.
-process_alive() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [[ ${stat:0:1} != Z ]]
-}
-
-stop_component() {
-  local name=$1 pid deadline
-  if ! pid=$(running_pid "$name"); then
-    rm -f "$(pid_file "$name")"
-    return 0
-  fi
-  log "stopping $name (pid $pid)"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while running_pid "$name" >/dev/null; do
-    if ((SECONDS >= deadline)); then
-      warn "$name did not stop within ${STOP_TIMEOUT_S}s; killing it"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-      deadline=$((SECONDS + 10))
-    fi
-    sleep 0.2
-  done
-  rm -f "$(pid_file "$name")"
-}
-
-show_log_tail() {
-  local logfile=$LOG_DIR/$1.log
-  [[ -f $logfile ]] || return 0
-  log "last lines of $logfile:"
-  tail -n "${2:-25}" "$logfile" | sed 's/^/    /' >&2
-}
-
-# Poll until every NAME:HOST:PORT:PATH answers 200, with a deadline; a component whose process exits
-# fails at once with its log.
-wait_healthy() {
-  local deadline=$((SECONDS + DEPLOY_TIMEOUT_S)) spec name host port path code pending
-  while :; do
-    pending=()
-    for spec in "$@"; do
-      IFS=: read -r name host port path <<<"$spec"
-      if ! running_pid "$name" >/dev/null; then
-        show_log_tail "$name" 40
-        die "$name exited during start-up (log: $LOG_DIR/$name.log)"
-      fi
-      code=$(http_status "$host" "$port" "$path")
-      [[ $code == 200 ]] || pending+=("$name: GET http://$host:$port$path -> $code")
-    done
-    [[ ${#pending[@]} -eq 0 ]] && return 0
-    if ((SECONDS >= deadline)); then
-      for spec in "$@"; do
-        IFS=: read -r name _ <<<"$spec"
-        show_log_tail "$name"
-      done
-      die "not healthy within ${DEPLOY_TIMEOUT_S}s: ${pending[*]} (still running: ./cleanup.sh --local stops it)"
-    fi
-    sleep 0.5
-  done
-}
-
 # True when FLAG, the one option a command takes, is among ARGS; -h/--help prints the usage, and any
 # other argument is an error.
 has_flag() {
@@ -188,68 +76,18 @@ has_flag() {
   return "$found"
 }
 
+# For commands that take no option: -h/--help prints the usage, anything else is an error.
+no_args() {
+  local arg
+  for arg in "$@"; do
+    case $arg in
+      -h | --help) usage ;;
+      *) die "unknown argument: $arg" ;;
+    esac
+  done
+}
+
 # ---- up ----
-
-# The modules (of MODULE...) that do not import with PYTHON, e.g. for a missing dependency. Importing a
-# service's __main__ runs nothing: each starts only under `python -m`.
-missing_modules() {
-  (cd / && "$1" - "${@:2}") <<'PY'
-import importlib
-import sys
-
-missing = []
-for name in sys.argv[1:]:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        missing.append(name)
-print(" ".join(missing))
-PY
-}
-
-# The services must import; in the project's own .venv, install the project when they do not.
-check_python() {
-  local py=$1 missing
-  shift
-  missing=$(missing_modules "$py" "$@" 2>/dev/null) || missing="$*"
-  [[ -n $missing ]] || return 0
-  if [[ -z ${QUAINT_PYTHON:-} ]]; then
-    log "installing the project into .venv (pip install -e .)"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "$py" -m pip install -q -e "$QUAINT_ROOT" >&2 ||
-      die "pip install -e . failed"
-    missing=$(missing_modules "$py" "$@") || missing="$*"
-    [[ -n $missing ]] || return 0
-  fi
-  die "cannot import $missing with $py: install the project there (pip install -e .)"
-}
-
-# The real exchange must answer before anything starts; a clear error otherwise.
-check_binance() {
-  local py=$1
-  log "checking Binance: $BINANCE_REST_URL and $BINANCE_WS_URL"
-  "$py" - "$BINANCE_REST_URL" "$BINANCE_WS_URL" <<'PY' || die "Binance is unreachable from this machine; nothing was started. Check the network, a proxy, or BINANCE_REST_URL/BINANCE_WS_URL in .env; for offline use run ./deploy.sh --local --simulate (the bundled simulator, clearly labelled as simulated data)."
-import socket
-import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-
-rest, ws = sys.argv[1].rstrip("/"), sys.argv[2]
-try:
-    with urllib.request.urlopen(rest + "/api/v3/ping", timeout=10) as response:
-        response.read()
-except (urllib.error.URLError, OSError, ValueError) as exc:
-    print(f"[local] error: GET {rest}/api/v3/ping failed: {exc}", file=sys.stderr)
-    sys.exit(1)
-url = urllib.parse.urlsplit(ws)
-port = url.port or (443 if url.scheme == "wss" else 80)
-try:
-    socket.create_connection((url.hostname or "", port), timeout=10).close()
-except OSError as exc:
-    print(f"[local] error: cannot connect to {url.hostname}:{port} ({ws}): {exc}", file=sys.stderr)
-    sys.exit(1)
-PY
-}
 
 start_database() {
   local args=(start --dir "$PGDATA_DIR" --db "$DB_NAME") url
@@ -347,6 +185,7 @@ cmd_up() {
 
   start_database
   export FEEDER_HOST FEEDER_PORT GAP_HANDLER_HOST GAP_HANDLER_PORT
+  write_suite_env "$simulate" "$have_prometheus"
   start_component feeder "$py" -m feeder
   start_component gap_handler "$py" -m gap_handler
   local checks=("feeder:$(probe_host "$FEEDER_HOST"):$FEEDER_PORT:/health"
@@ -366,6 +205,31 @@ cmd_up() {
   print_urls
 }
 
+# The settings a shell needs to reach this suite as its services do (see cmd_env). Mode 600: it may hold
+# ADMIN_TOKEN.
+write_suite_env() {
+  local simulate=$1 have_prometheus=$2 tmp
+  tmp=$(umask 077 && mktemp "$SUITE_ENV.XXXXXX")
+  {
+    echo "# Written by scripts/local_suite.sh up; print it for a shell with: scripts/local_suite.sh env"
+    echo "DB_HOST=$DB_HOST"
+    echo "DB_PORT=$DB_PORT"
+    echo "DB_USER=$DB_USER"
+    echo "DB_PASSWORD=$DB_PASSWORD"
+    echo "DB_NAME=$DB_NAME"
+    echo "DATABASE_URL=postgresql://$DB_USER@$DB_HOST:$DB_PORT/$DB_NAME"
+    echo "BINANCE_WS_URL=$BINANCE_WS_URL"
+    echo "BINANCE_REST_URL=$BINANCE_REST_URL"
+    echo "SYMBOLS=${SYMBOLS:-BTCUSDT}"
+    echo "FEEDER_PORT=$FEEDER_PORT"
+    echo "GAP_HANDLER_PORT=$GAP_HANDLER_PORT"
+    [[ $have_prometheus -eq 0 ]] || echo "PROMETHEUS_PORT=$PROMETHEUS_PORT"
+    [[ $simulate -eq 0 ]] || echo "SIM_PORT=$SIM_PORT"
+    [[ -z ${ADMIN_TOKEN:-} ]] || echo "ADMIN_TOKEN=$ADMIN_TOKEN"
+  } >"$tmp"
+  mv -f "$tmp" "$SUITE_ENV"
+}
+
 # On a failed start, say what is still running (left up for inspection) and how to stop it.
 up_failed() {
   local name running=()
@@ -383,12 +247,19 @@ print_urls() {
   fh=$(probe_host "$FEEDER_HOST")
   gh=$(probe_host "$GAP_HANDLER_HOST")
   echo "Quaint2 is up (local mode; run dir $RUN_DIR)"
-  echo "  database     postgresql://${DB_USER:-postgres}@${DB_HOST:-127.0.0.1}:${DB_PORT:-?}/$DB_NAME (loopback only)"
+  echo "  database     postgresql://$DB_USER@$DB_HOST:$DB_PORT/$DB_NAME (loopback only; no password needed)"
+  echo "  DB_*         DB_HOST=$DB_HOST DB_PORT=$DB_PORT DB_USER=$DB_USER DB_NAME=$DB_NAME (not localhost:5432)"
+  echo "  your shell   eval \"\$(scripts/local_suite.sh env)\"   sets DB_*, DATABASE_URL, BINANCE_*, SYMBOLS and the ports"
   echo "  feeder       http://$fh:$FEEDER_PORT/health  http://$fh:$FEEDER_PORT/metrics"
   echo "  gap handler  http://$gh:$GAP_HANDLER_PORT/health  http://$gh:$GAP_HANDLER_PORT/metrics"
-  if running_pid prometheus >/dev/null; then echo "  prometheus   http://127.0.0.1:$PROMETHEUS_PORT"; fi
+  if running_pid prometheus >/dev/null; then
+    local p=http://127.0.0.1:$PROMETHEUS_PORT
+    # Debian's build serves its pages under /classic/ (it ships without the newer UI).
+    if [[ $(http_status 127.0.0.1 "$PROMETHEUS_PORT" /classic/alerts) == 200 ]]; then p=$p/classic; fi
+    echo "  prometheus   $p/alerts  $p/targets"
+  fi
   if running_pid simulator >/dev/null; then echo "  simulator    http://127.0.0.1:$SIM_PORT (SIMULATED market data)"; fi
-  echo "  logs         $LOG_DIR/*.log"
+  echo "  logs         $LOG_DIR/*.log   (status and restarts: scripts/local_suite.sh status)"
   echo "  stop         ./cleanup.sh --local   (add --volumes to delete the data too)"
 }
 
@@ -401,6 +272,7 @@ cmd_down() {
     log "nothing to stop: $RUN_DIR does not exist"
     return 0
   fi
+  rm -f "$SUITE_ENV"
   local name
   for name in prometheus gap_handler feeder simulator; do
     stop_component "$name"
@@ -419,23 +291,43 @@ cmd_down() {
 
 # ---- status ----
 
+database_running() {
+  [[ -f $PGDATA_DIR/PG_VERSION ]] && "$QUAINT_ROOT/scripts/pg_cluster.sh" status --dir "$PGDATA_DIR" >/dev/null 2>&1
+}
+
 cmd_status() {
-  local name pid down=0
+  no_args "$@"
+  local name down=0
   for name in simulator feeder gap_handler prometheus; do
-    if pid=$(running_pid "$name"); then
-      echo "$name: running (pid $pid)"
-    elif [[ -f $(pid_file "$name") ]]; then
-      echo "$name: NOT running (stale pid file; log $LOG_DIR/$name.log)"
-      down=1
-    fi
+    [[ -f $(pid_file "$name") || -f $(state_file "$name") ]] || continue
+    describe_component "$name" || down=1
   done
-  if [[ -f $PGDATA_DIR/PG_VERSION ]] && "$QUAINT_ROOT/scripts/pg_cluster.sh" status --dir "$PGDATA_DIR" >/dev/null 2>&1; then
-    echo "database: running ($PGDATA_DIR)"
+  if database_running; then
+    echo "database: running ($PGDATA_DIR, port $(cat "$PGDATA_DIR/port" 2>/dev/null || echo '?'))"
   else
     echo "database: not running"
     down=1
   fi
   return $((down * 3))
+}
+
+# ---- env ----
+
+# export lines for eval: the values the running suite's services got, shell-quoted. The seed's
+# POSTGRES_* aliases are unset, as they could contradict the DB_* values.
+cmd_env() {
+  no_args "$@"
+  [[ -f $SUITE_ENV ]] || die "no local suite runs in $RUN_DIR: start it with ./deploy.sh --local [--simulate]"
+  database_running ||
+    die "the local suite in $RUN_DIR is not running (its database is down): ./deploy.sh --local [--simulate] starts it"
+  local line value q="'"
+  echo "unset POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB"
+  while IFS= read -r line; do
+    [[ $line =~ ^([A-Z_]+)=(.*)$ ]] || continue
+    # Single-quoted, each ' written as '\'' : the shell takes the value literally.
+    value=${BASH_REMATCH[2]//$q/$q\\$q$q}
+    printf "export %s='%s'\n" "${BASH_REMATCH[1]}" "$value"
+  done <"$SUITE_ENV"
 }
 
 main() {
@@ -445,6 +337,7 @@ main() {
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
+    env) cmd_env "$@" ;;
     -h | --help) usage ;;
     *) usage 2 ;;
   esac

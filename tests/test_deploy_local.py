@@ -3,40 +3,29 @@
 The real scripts start the project's own database cluster, the bundled simulator (at 60x speed),
 the feeder, the gap handler and a real Prometheus server, on free ports and in a temporary run
 directory. The tests then watch real data arrive, punch a hole into the stored history and wait for
-the gap handler to fill it, check Prometheus's view of both services, run the ML example, and
-finally ``./cleanup.sh --local --volumes`` must leave nothing running.
+the gap handler to fill it, check Prometheus's view of both services, run the ML example with the
+settings ``scripts/local_suite.sh env`` prints, SIGKILL the feeder and wait for its supervisor to
+bring it back, and finally ``./cleanup.sh --local --volumes`` must leave nothing running.
 
 Every wait polls a condition with a deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import shutil
-import socket
-import subprocess
+import signal
 import sys
-import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import asyncpg
 import pytest
-
-from quaint.testing.services import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-SYMBOLS = ("BTCUSDT", "ETHUSDT")
-T = TypeVar("T")
+from deploy_local_suite import ROOT, SYMBOLS, Suite, http_get, listening, run_script, running_suite, wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,109 +33,10 @@ pytestmark = [
 ]
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns a truthy value; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
-
-
-@dataclass
-class Suite:
-    run_dir: Path
-    env: dict[str, str]
-    ports: dict[str, int]
-    deploy_output: str
-    pids: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def db_url(self) -> str:
-        return (self.run_dir / "pgdata" / "url").read_text().strip()
-
-    def fetchval(self, sql: str, *args: Any) -> Any:
-        return asyncio.run(self._call("fetchval", sql, *args))
-
-    def execute(self, sql: str, *args: Any) -> str:
-        return str(asyncio.run(self._call("execute", sql, *args)))
-
-    async def _call(self, method: str, sql: str, *args: Any) -> Any:
-        conn = await asyncpg.connect(self.db_url)
-        try:
-            return await getattr(conn, method)(sql, *args)
-        finally:
-            await conn.close()
-
-
-def run_script(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
-
-
 @pytest.fixture(scope="module")
 def suite() -> Iterator[Suite]:
-    if not (ROOT / "feeder" / "__main__.py").exists() or not (ROOT / "gap_handler" / "__main__.py").exists():
-        pytest.skip("feeder/gap_handler not written yet")
-    # The database runs as the postgres user when the tests run as root: the run dir's parents must be
-    # traversable (pytest's own tmp dirs are 0700), so use a world-traversable temp dir.
-    base = Path(tempfile.mkdtemp(prefix="quaint-deploy-"))
-    base.chmod(0o755)
-    ports = {name: free_port() for name in ("feeder", "gap_handler", "simulator", "prometheus")}
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "SIM_", "BINANCE_"))},
-        "QUAINT_RUN_DIR": str(base / "run"),
-        "QUAINT_ENV_FILE": str(base / "no.env"),  # the developer's own .env must not leak in
-        "QUAINT_PYTHON": sys.executable,
-        "FEEDER_PORT": str(ports["feeder"]),
-        "GAP_HANDLER_PORT": str(ports["gap_handler"]),
-        "SIM_PORT": str(ports["simulator"]),
-        "PROMETHEUS_PORT": str(ports["prometheus"]),
-        "PROMETHEUS_SCRAPE_INTERVAL": "1s",
-        "SYMBOLS": ",".join(SYMBOLS),
-        "SIM_SPEED": "60",  # one simulated minute per wall second
-        "SIM_SEED": "7",
-        "HISTORY_DAYS": "1",
-        "BACKFILL_CHECK_INTERVAL_S": "2",
-        "FULL_SCAN_INTERVAL_S": "0",  # every scan is a full one: holes punched by hand are found
-        "FEATURE_CACHE_INTERVAL_S": "2",
-        "LOG_LEVEL": "INFO",
-        "DEPLOY_TIMEOUT_S": "120",
-        "STOP_TIMEOUT_S": "20",
-    }
-    t0 = time.monotonic()
-    up = run_script([str(ROOT / "deploy.sh"), "--local", "--simulate"], env, timeout=200)
-    s = Suite(run_dir=base / "run", env=env, ports=ports, deploy_output=up.stdout + up.stderr)
-    try:
-        assert up.returncode == 0, f"deploy.sh --local --simulate failed:\n{s.deploy_output}"
-        print(f"deploy.sh --local --simulate: healthy after {time.monotonic() - t0:.1f} s")
-        for pid_file in s.run_dir.glob("*.pid"):
-            s.pids[pid_file.stem] = int(pid_file.read_text())
+    with running_suite() as s:
         yield s
-    finally:
-        # Whatever a test did, nothing may outlive the module.
-        run_script([str(ROOT / "cleanup.sh"), "--local", "--volumes"], env, timeout=120)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.timeout(240)
@@ -160,6 +50,41 @@ def test_deploy_prints_urls_and_reports_simulated_data(suite: Suite) -> None:
     assert {"simulator", "feeder", "gap_handler"} <= suite.pids.keys()
     for name in ("feeder", "gap_handler", "simulator"):
         assert (suite.run_dir / "logs" / f"{name}.log").stat().st_size > 0
+    # The DB_* settings it chose (the cluster's own port, not 5432), and how to get them into a shell.
+    port = (suite.run_dir / "pgdata" / "port").read_text().strip()
+    assert f"DB_HOST=127.0.0.1 DB_PORT={port} DB_USER=postgres DB_NAME=btc_ml_production" in out
+    assert 'eval "$(scripts/local_suite.sh env)"' in out
+
+
+@pytest.mark.timeout(240)
+def test_prometheus_pages_are_linked_where_debian_serves_them(suite: Suite) -> None:
+    if shutil.which("prometheus") is None:
+        pytest.skip("prometheus binary missing (Debian: apt-get install --no-install-recommends prometheus)")
+    links = re.findall(r"http://127\.0\.0\.1:\d+/\S*(?:alerts|targets)", suite.deploy_output)
+    assert len(links) == 2, suite.deploy_output
+    for link, title in zip(links, ("Alerts", "Targets"), strict=True):
+        status, body = http_get(link)
+        assert status == 200, f"{link}: {status}"
+        assert title.encode() in body
+    if "/classic/" in links[0]:
+        # Debian's build has no newer UI: its bare /alerts is a 404, which is why the classic one is named.
+        assert http_get(f"http://127.0.0.1:{suite.ports['prometheus']}/alerts")[0] == 404
+
+
+@pytest.mark.timeout(240)
+def test_env_prints_the_running_suites_settings(suite: Suite) -> None:
+    shell = suite.shell_env()
+    url = urllib.parse.urlsplit(suite.db_url)
+    assert shell["DB_HOST"] == "127.0.0.1" and shell["DB_PORT"] == str(url.port)
+    assert shell["DB_USER"] == "postgres" and shell["DB_NAME"] == "btc_ml_production"
+    assert shell["DATABASE_URL"] == f"postgresql://postgres@127.0.0.1:{url.port}/btc_ml_production"
+    # The simulator the services read, never the real Binance.
+    assert shell["BINANCE_REST_URL"] == f"http://127.0.0.1:{suite.ports['simulator']}"
+    assert shell["BINANCE_WS_URL"] == f"ws://127.0.0.1:{suite.ports['simulator']}"
+    assert shell["SYMBOLS"] == ",".join(SYMBOLS)
+    assert shell["FEEDER_PORT"] == str(suite.ports["feeder"])
+    assert shell["GAP_HANDLER_PORT"] == str(suite.ports["gap_handler"])
+    assert shell["SIM_PORT"] == str(suite.ports["simulator"])
 
 
 @pytest.mark.timeout(240)
@@ -218,7 +143,7 @@ def test_punched_hole_is_backfilled(suite: Suite) -> None:
             "AND ingested_at > $1",
             punched_at,
         )
-        return times == expected
+        return bool(times == expected)
 
     wait_for(refilled, 60, "the gap handler to backfill the 10 deleted minutes")
 
@@ -318,16 +243,18 @@ def test_prometheus_evaluates_every_alert_rule_on_real_metrics(suite: Suite) -> 
 
 
 @pytest.mark.timeout(240)
+def test_ml_example_refuses_to_guess_next_to_the_suite(suite: Suite) -> None:
+    # suite.env has no DB_*: as in a fresh shell, the defaults (localhost:5432) are not this suite.
+    assert not any(k.startswith("DB_") for k in suite.env)
+    done = run_script([sys.executable, "scripts/ml_example.py", "--symbol", "ETHUSDT"], suite.env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert 'eval "$(scripts/local_suite.sh env)"' in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.timeout(240)
 def test_ml_example_reads_current_features(suite: Suite) -> None:
-    url = urllib.parse.urlsplit(suite.db_url)
-    env = {
-        **suite.env,
-        "DB_HOST": url.hostname or "127.0.0.1",
-        "DB_PORT": str(url.port),
-        "DB_USER": url.username or "postgres",
-        "DB_PASSWORD": url.password or "",
-        "DB_NAME": url.path.lstrip("/"),
-    }
+    env = {**suite.env, **suite.shell_env()}
 
     def features() -> bool:
         return int(suite.fetchval("SELECT count(*) FROM feature_cache WHERE symbol = 'ETHUSDT'")) > 0
@@ -343,17 +270,63 @@ def test_ml_example_reads_current_features(suite: Suite) -> None:
     assert result["time"] <= newest.isoformat()
 
 
+def status_of(suite: Suite) -> str:
+    return run_script([str(ROOT / "scripts" / "local_suite.sh"), "status"], suite.env, timeout=60).stdout
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_service_is_restarted(suite: Suite) -> None:
+    """SIGKILL (no stop request, no chance to clean up): the supervisor starts the feeder again, says
+    so in its log and in `status`, and the data flows again."""
+    old = int(suite.state("feeder")["child"])
+    assert f"feeder: running (pid {old}; no restarts)" in status_of(suite)
+    before = int(suite.fetchval("SELECT count(*) FROM candles_1m WHERE source = 'ws'"))
+    os.kill(old, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        state = suite.state("feeder")
+        new = int(state.get("child") or 0)
+        if state.get("state") != "running" or new in (0, old):
+            return None
+        status, _ = http_get(f"http://127.0.0.1:{suite.ports['feeder']}/health")
+        return new if status == 200 else None
+
+    new = wait_for(restarted, 60, "the feeder to be restarted and healthy")
+    assert suite.state("feeder")["restarts"] == "1" and suite.state("feeder")["last_exit"] == "137"
+    assert f"feeder: running (pid {new}; restarts 1, last exit: signal KILL at " in status_of(suite)
+    log = (suite.run_dir / "logs" / "feeder.log").read_text()
+    assert "feeder ended without a stop request (killed by signal 9 (KILL))" in log
+    assert "restarting feeder (restart 1)" in log
+
+    def flowing() -> bool:
+        return int(suite.fetchval("SELECT count(*) FROM candles_1m WHERE source = 'ws'")) >= before + 4
+
+    wait_for(flowing, 60, "live candles from the restarted feeder")
+    # Deploying again next to it starts nothing new, and an earlier crash is not a failed start.
+    again = run_script([str(ROOT / "deploy.sh"), "--local", "--simulate"], suite.env, timeout=200)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"feeder already running (pid {suite.pids['feeder']})" in again.stderr
+    assert int(suite.state("feeder")["child"]) == new
+
+
 @pytest.mark.timeout(240)
 def test_cleanup_leaves_nothing_running(suite: Suite) -> None:
     db_port = int((suite.run_dir / "pgdata" / "port").read_text())
     postmaster = int((suite.run_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-    pids = {**suite.pids, "postgres": postmaster}
+    # The supervisors (the pid files) and the services they run now (restarted ones included).
+    services = {f"{name} service": int(suite.state(name)["child"]) for name in suite.pids}
+    logs = {name: suite.run_dir / "logs" / f"{name}.log" for name in suite.pids}
+    pids = {**suite.pids, **services, "postgres": postmaster}
     ports = {**suite.ports, "database": db_port}
     assert all(Path(f"/proc/{pid}").exists() for pid in pids.values())
     t0 = time.monotonic()
+    done = run_script([str(ROOT / "cleanup.sh"), "--local"], suite.env, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(f"cleanup.sh --local: {time.monotonic() - t0:.1f} s")
+    # Read before --volumes deletes them.
+    logs_read = {name: path.read_text() for name, path in logs.items()}
     done = run_script([str(ROOT / "cleanup.sh"), "--local", "--volumes"], suite.env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    print(f"cleanup.sh --local --volumes: {time.monotonic() - t0:.1f} s")
 
     def gone(pid: int) -> bool:
         try:
@@ -367,3 +340,7 @@ def test_cleanup_leaves_nothing_running(suite: Suite) -> None:
     open_ports = {name: port for name, port in ports.items() if listening(port)}
     assert not open_ports, f"still listening after cleanup: {open_ports}"
     assert not suite.run_dir.exists(), "--volumes must delete the run directory"
+    # Each was stopped by request, and that was final (its supervisor is gone, checked above).
+    for name, text in logs_read.items():
+        last = text.rstrip().splitlines()[-1]
+        assert last.endswith(f"{name} stopped on request (exit code 0) ====="), text[-2000:]

@@ -9,9 +9,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,9 @@ SHELL_SCRIPTS = [
     "cleanup.sh",
     "scripts/local_suite.sh",
     "scripts/deploy_lib.sh",
+    "scripts/local_procs.sh",
+    "scripts/local_checks.sh",
+    "scripts/supervise.sh",
     "scripts/pgadmin_env.sh",
     "pgadmin/entrypoint.sh",
     "scripts/pg_cluster.sh",
@@ -42,11 +47,15 @@ def env(tmp_path: Path) -> dict[str, str]:
     return stub_env(tmp_path)
 
 
+# Sourced by the scripts above (which set -euo pipefail), never run.
+SOURCED_LIBRARIES = {"scripts/deploy_lib.sh", "scripts/local_procs.sh", "scripts/local_checks.sh"}
+
+
 def test_shell_scripts_are_strict_and_shellcheck_clean() -> None:
     for script in SHELL_SCRIPTS:
         text = (ROOT / script).read_text()
-        assert "set -euo pipefail" in text or script.endswith("deploy_lib.sh"), f"{script} is not strict"
-        if not script.endswith("deploy_lib.sh"):
+        assert "set -euo pipefail" in text or script in SOURCED_LIBRARIES, f"{script} is not strict"
+        if script not in SOURCED_LIBRARIES:
             assert os.access(ROOT / script, os.X_OK), f"{script} is not executable"
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
@@ -106,23 +115,58 @@ def test_generate_secrets_writes_strong_private_values(env: dict[str, str]) -> N
     assert "Docker Compose v2 not found" in done.stderr and "./deploy.sh --local" in done.stderr
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     values = dict(re.findall(r"^([A-Z_]+)=(.*)$", env_file.read_text(), re.M))
-    secrets = [values["DB_PASSWORD"], values["PGADMIN_DEFAULT_PASSWORD"]]
+    secrets = [values["DB_PASSWORD"], values["PGADMIN_DEFAULT_PASSWORD"], values["ADMIN_TOKEN"]]
     assert all(re.fullmatch(r"[0-9a-f]{48}", s) for s in secrets), secrets
-    assert secrets[0] != secrets[1]
+    assert len(set(secrets)) == 3
     for secret in secrets:
         assert secret not in done.stdout + done.stderr, "a generated secret was printed"
-    # Everything else is .env.example verbatim.
+    # Everything else is .env.example verbatim; the token takes the place of its commented-out default.
     example = (ROOT / ".env.example").read_text().splitlines()
     written = env_file.read_text().splitlines()
     assert len(written) == len(example)
     assert [a for a, b in zip(example, written, strict=True) if a != b] == [
         "DB_PASSWORD=CHANGE_ME",
         "PGADMIN_DEFAULT_PASSWORD=CHANGE_ME",
+        "# ADMIN_TOKEN=",
     ]
     # A second run keeps them.
     again = run([str(ROOT / "deploy.sh"), "--generate-secrets"], env)
     assert "nothing generated" in again.stderr
     assert env_file.read_text().splitlines() == written
+
+
+def test_generate_secrets_keeps_an_admin_token_and_adds_a_missing_one(env: dict[str, str]) -> None:
+    env_file = Path(env["QUAINT_ENV_FILE"])
+    env_file.write_text("DB_PASSWORD=CHANGE_ME\nADMIN_TOKEN=my-own-token\n")
+    run([str(ROOT / "deploy.sh"), "--generate-secrets"], env)
+    assert re.findall(r"^ADMIN_TOKEN=.*$", env_file.read_text(), re.M) == ["ADMIN_TOKEN=my-own-token"]
+    # A file without any ADMIN_TOKEN line gets one appended.
+    env_file.write_text("DB_PASSWORD=CHANGE_ME\n")
+    done = run([str(ROOT / "deploy.sh"), "--generate-secrets"], env)
+    assert "generated DB_PASSWORD ADMIN_TOKEN" in done.stderr
+    tokens = re.findall(r"^ADMIN_TOKEN=([0-9a-f]{48})$", env_file.read_text(), re.M)
+    assert len(tokens) == 1 and tokens[0] not in done.stderr
+    # Empty and placeholder lines, active or not, all get the same new token (no line contradicts it).
+    env_file.write_text("# ADMIN_TOKEN=\nADMIN_TOKEN=\nADMIN_TOKEN=CHANGE_ME\n")
+    run([str(ROOT / "deploy.sh"), "--generate-secrets"], env)
+    tokens = re.findall(r"^ADMIN_TOKEN=(.*)$", env_file.read_text(), re.M)
+    assert len(tokens) == 3 and len(set(tokens)) == 1 and re.fullmatch(r"[0-9a-f]{48}", tokens[0])
+
+
+def test_generate_secrets_in_local_mode_writes_the_admin_token(env: dict[str, str]) -> None:
+    """--local --generate-secrets writes .env, then local mode starts as usual (here it stops at once
+    on a busy port, before anything runs)."""
+    pytest.importorskip("simulator.__main__")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**env, "FEEDER_PORT": str(busy.getsockname()[1]), "GAP_HANDLER_PORT": str(free_port())}
+        done = run([str(ROOT / "deploy.sh"), "--local", "--simulate", "--generate-secrets"], env)
+    assert done.returncode == 1
+    assert "generated DB_PASSWORD PGADMIN_DEFAULT_PASSWORD ADMIN_TOKEN" in done.stderr
+    assert "is already in use; set FEEDER_PORT" in done.stderr
+    assert re.search(r"^ADMIN_TOKEN=[0-9a-f]{48}$", Path(env["QUAINT_ENV_FILE"]).read_text(), re.M)
+    assert not Path(env["QUAINT_RUN_DIR"]).exists()
 
 
 def test_env_file_values_are_taken_literally(env: dict[str, str], tmp_path: Path) -> None:
@@ -213,6 +257,14 @@ def test_cleanup_volumes_deletes_only_its_own_run_dir(env: dict[str, str]) -> No
     assert not run_dir.exists()
 
 
+def test_env_needs_a_running_suite(env: dict[str, str]) -> None:
+    done = run([str(ROOT / "scripts" / "local_suite.sh"), "env"], env)
+    assert done.returncode == 1
+    assert done.stdout == ""  # nothing for eval to pick up
+    assert f"no local suite runs in {env['QUAINT_RUN_DIR']}" in done.stderr
+    assert "./deploy.sh --local" in done.stderr
+
+
 def test_cleanup_docker_needs_compose(env: dict[str, str]) -> None:
     done = run([str(ROOT / "cleanup.sh"), "--volumes"], env)
     assert done.returncode == 1
@@ -236,6 +288,37 @@ def test_stale_pid_file_is_not_trusted(env: dict[str, str]) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_service_left_without_its_supervisor_is_stopped_too(env: dict[str, str]) -> None:
+    """A supervisor killed by hand leaves its service running alone: status says so, and cleanup still
+    stops that process (found through the supervisor's state file, checked by its command line)."""
+    run_dir = Path(env["QUAINT_RUN_DIR"])
+    run_dir.mkdir()
+    (run_dir / ".quaint-run").touch()
+    # A process whose command line is a feeder's, as `python -m feeder` would have.
+    orphan = subprocess.Popen(["bash", "-c", 'exec -a "python3 -m feeder" sleep 600'])
+    try:
+        (run_dir / "feeder.state").write_text(f"state=running\nchild={orphan.pid}\nrestarts=0\n")
+        (run_dir / "feeder.pid").write_text("999999999")  # the supervisor: gone
+
+        def cmdline() -> str:
+            return Path(f"/proc/{orphan.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+        deadline = time.monotonic() + 30
+        while "-m feeder" not in cmdline() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = run([str(ROOT / "scripts" / "local_suite.sh"), "status"], env)
+        assert f"feeder: running (pid {orphan.pid}) WITHOUT its supervisor" in status.stdout
+        done = run([str(ROOT / "cleanup.sh"), "--local"], env)
+        assert done.returncode == 0, done.stderr
+        assert f"stopping feeder (pid {orphan.pid}, without its supervisor)" in done.stderr
+        assert orphan.wait(timeout=30) == -signal.SIGTERM
+        assert not (run_dir / "feeder.state").exists()
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+        orphan.wait()
 
 
 # ---- pgadmin/entrypoint.sh ----
