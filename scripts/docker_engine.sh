@@ -96,6 +96,16 @@ engine_pid() {
   echo "$pid"
 }
 
+# True while PID exists and is not a zombie. dockerd is started detached, so when it exits its parent
+# is whatever reaps orphans; where PID 1 does not (a container's init that never waits), the exited
+# engine stays a zombie and `kill -0` would call it alive forever.
+process_alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+
 engine_answers() { DOCKER_HOST=unix://$(socket_of) "$DOCKER_CLI" version >/dev/null 2>&1; }
 
 cmd_start() {
@@ -119,7 +129,7 @@ cmd_start() {
     </dev/null >>"$DIR/dockerd.log" 2>&1 &
   local child=$! deadline=$((SECONDS + 60))
   until engine_answers; do
-    if ! kill -0 "$child" 2>/dev/null; then
+    if ! process_alive "$child"; then
       tail -n 30 "$DIR/dockerd.log" >&2
       die "dockerd exited during start-up (log: $DIR/dockerd.log)"
     fi
@@ -148,10 +158,16 @@ cmd_stop() {
     log "stopping dockerd (pid $pid)"
     kill -TERM "$pid"
     deadline=$((SECONDS + 90))
-    while kill -0 "$pid" 2>/dev/null; do
+    local killed=0
+    while process_alive "$pid"; do
       if ((SECONDS >= deadline)); then
+        if ((killed)); then
+          warn "dockerd (pid $pid) still runs 10 s after SIGKILL; leaving it"
+          break
+        fi
         warn "dockerd did not stop within 90 s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
+        killed=1
         deadline=$((SECONDS + 10))
       fi
       sleep 0.2

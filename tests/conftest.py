@@ -1,7 +1,7 @@
 """Shared fixtures: one real TimescaleDB server per session, a fresh schema-loaded database per test.
 
-- ``pg_server`` (session): :class:`quaint.testing.PgServer`, the server (``.url``, ``.url_for(db)``).
-- ``db_templates`` (session): :class:`quaint.testing.TemplateDatabases` holding ``quaint_template``.
+- ``pg_server`` (session): :class:`tests.support.database.PgServer`, the server (``.url``, ``.url_for(db)``).
+- ``db_templates`` (session): :class:`tests.support.database.TemplateDatabases` holding ``quaint_template``.
 - ``db_url`` (function): URL (str) of a new database copied from the template; dropped afterwards.
 - ``db_pool`` (function): an ``asyncpg.Pool`` on ``db_url`` with ``quaint.store.pool.prepare_connection``
   as its per-connection init (as the services have); closed afterwards.
@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from quaint.testing import PgServer, TemplateDatabases, cron_database_url, running_server
+from tests.support.database import PgServer, TemplateDatabases, cron_database_url, running_server
 
 _DB_FIXTURES = frozenset({"pg_server", "db_templates", "db_url", "db_pool", "cron_db_url"})
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "compose"

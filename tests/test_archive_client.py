@@ -27,7 +27,7 @@ from quaint.binance.archive import (
 )
 from quaint.binance.archive_client import ArchiveClient, ArchiveRejected, ArchiveUnavailable, ListingMalformed
 from quaint.binance.models import MINUTE_MS, KlineColumns
-from simulator.testing import SimHandle, running_simulator
+from tests.support.simulator import SimHandle, running_simulator
 
 SIM: dict[str, Any] = {"speed": 0, "start": "2025-03-10T12:00:00Z", "seed": 7, "history_days": 120}
 DAY = ArchiveFile.parse("BTCUSDT", "2025-02-03")

@@ -3,8 +3,8 @@
 The simulator (in this process, 5 symbols) runs ``QUAINT_CHAOS_MINUTES`` (10,000) simulated minutes
 at ``QUAINT_CHAOS_SPEED`` (6000: 100 simulated minutes per wall second) while the feeder and the gap
 handler run as real processes (``python -m feeder``; the gap handler through
-``python -m quaint.testing.chaos gap-handler``, which is ``python -m gap_handler`` on the simulator's
-clock, see :mod:`quaint.testing.chaos`). ``QUAINT_CHAOS_FAULTS`` (60) faults, seeded by
+``python -m tests.support.chaos gap-handler``, which is ``python -m gap_handler`` on the simulator's
+clock, see :mod:`tests.support.chaos`). ``QUAINT_CHAOS_FAULTS`` (60) faults, seeded by
 ``QUAINT_CHAOS_SEED``, hit at random simulated times: WebSocket drops, stalls, serverShutdown,
 malformed/duplicated/reordered frames, feed gaps, exchange outages, PostgreSQL restarts (only on the
 session's private cluster), SIGKILL of either service (restarted by the test), 429 bursts, 5xx
@@ -49,8 +49,8 @@ from feeder.settings import FeederSettings
 from gap_handler.settings import GapHandlerSettings
 from quaint.binance.models import MINUTE_MS, Candle, ms_to_datetime
 from quaint.store.candles import fetch_candles
-from quaint.testing import PgServer
-from quaint.testing.chaos import (
+from simulator.clock import LiveClock
+from tests.support.chaos import (
     KIND_WEIGHTS,
     RANGE_KINDS,
     ChaosConfig,
@@ -61,15 +61,15 @@ from quaint.testing.chaos import (
     plan_faults,
     write_clock,
 )
-from quaint.testing.services import free_port
-from simulator.clock import LiveClock
-from simulator.testing import SimHandle, running_simulator
+from tests.support.database import PgServer
+from tests.support.services import free_port
+from tests.support.simulator import SimHandle, running_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "chaos"
 CFG = ChaosConfig.from_env()
 
-# The gap handler's clock runs this far behind the exchange's (see quaint.testing.chaos).
+# The gap handler's clock runs this far behind the exchange's (see tests.support.chaos).
 LAG_MS = 60_000
 GAP_THRESHOLD_S = 70
 # Frozen this far past the window's end: its last minute is due for the lagging gap handler.
@@ -150,7 +150,7 @@ class ChaosRun:
         common = {"SYMBOLS": ",".join(cfg.symbols), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
         self.gh_port = free_port()
         self.gap_handler = ServiceProcess(
-            "gap_handler", [sys.executable, "-m", "quaint.testing.chaos", "gap-handler"],
+            "gap_handler", [sys.executable, "-m", "tests.support.chaos", "gap-handler"],
             service_env({
                 **common, **db_env(db_url), "QUAINT_CHAOS_CLOCK_FILE": str(self.clock_file),
                 "BINANCE_REST_URL": sim.rest_url, "GAP_HANDLER_HOST": "127.0.0.1",

@@ -41,7 +41,7 @@ from pgadmin_ui import CHROMIUM_ARGS, open_server_without_prompt, require_chromi
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.binance.parse import parse_rest_klines
 from quaint.store.candles import fetch_candles
-from quaint.testing.database import server_source
+from tests.support.database import server_source
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 SERVICES = ("timescaledb", "simulator", "data-feeder", "gap-handler", "pgadmin", "prometheus")
@@ -55,7 +55,7 @@ REST_ROWS = (
 # Run with QUAINT_TEST_SERVER=docker against this engine: the harness's container path, for real.
 HARNESS_PROBE = """
 import asyncio, asyncpg
-from quaint.testing import running_server
+from tests.support.database import running_server
 QUERY = "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
 async def main(url):
     conn = await asyncpg.connect(url)

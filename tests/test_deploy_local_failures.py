@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EARLIER_RUN = "a line the feeder logged in an earlier run"

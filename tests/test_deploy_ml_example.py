@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

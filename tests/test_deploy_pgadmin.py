@@ -30,7 +30,7 @@ import asyncpg
 import pytest
 from pgadmin_ui import CHROMIUM_ARGS, open_server_without_prompt, require_chromium, tree_entry
 
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

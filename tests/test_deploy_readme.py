@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from quaint.service.settings import Settings
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from deploy_env import ROOT, run, stub_env
 
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 SHELL_SCRIPTS = [
     "deploy.sh",

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feeder.core.accumulator import Accumulator, Batch
-from feeder.testing import candle, tick
 from quaint.binance.models import CandleRow
 from quaint.store.quality_event import QualityEvent
+from tests.support.feeder import candle, tick
 
 
 def row(minute: int) -> CandleRow:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from feeder.testing import (
+from quaint.binance.models import MINUTE_MS, datetime_to_ms
+from tests.support.feeder import (
     SIM_START,
     gap_notifications,
     metric_value,
@@ -25,8 +26,8 @@ from feeder.testing import (
     until_sim,
     wait_stored,
 )
-from quaint.binance.models import MINUTE_MS, datetime_to_ms
-from simulator.testing import SimHandle, wait_until
+from tests.support.simulator import SimHandle
+from tests.support.waiting import wait_until
 
 FIRST = minute_of(SIM_START)
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]

@@ -20,9 +20,9 @@ from feeder.core.router import FrameRouter
 from feeder.core.watchdog import StaleWatchdog
 from feeder.feature_task import FeatureTask
 from feeder.metrics import FeederMetrics
-from feeder.testing import T0, candle
 from quaint.binance.models import MINUTE_MS, Candle, datetime_to_ms
 from quaint.store.candles import upsert_candles
+from tests.support.feeder import T0, candle
 
 SYMBOL = "BTCUSDT"
 HOLE = 150

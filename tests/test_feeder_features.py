@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feeder.core import features as F
-from feeder.testing import T0, candle, tick
 from quaint.binance.models import MINUTE_MS, BookTick, Candle
+from tests.support.feeder import T0, candle, tick
 
 
 def series(closes: list[float]) -> list[Candle]:

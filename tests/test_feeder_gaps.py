@@ -11,8 +11,8 @@ from feeder.core.connections import ConnectRateLimiter, plan_connections
 from feeder.core.events import drop_events, gap_event
 from feeder.core.gaps import Gap, GapDetector, Verdict, minute_ranges
 from feeder.core.watchdog import StaleWatchdog
-from feeder.testing import T0
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
+from tests.support.feeder import T0
 
 
 def m(i: int) -> int:

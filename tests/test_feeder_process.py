@@ -26,7 +26,9 @@ import asyncpg
 import orjson
 import pytest
 
-from feeder.testing import (
+from quaint.binance.models import MINUTE_MS
+from tests.support.database import PgServer
+from tests.support.feeder import (
     SIM_START,
     connect,
     metric_value,
@@ -35,12 +37,10 @@ from feeder.testing import (
     sim_and_feeder,
     stored_candles,
     until_sim,
-    wait_async,
     wait_stored,
 )
-from quaint.binance.models import MINUTE_MS
-from quaint.testing import PgServer
-from simulator.testing import running_simulator, wait_until
+from tests.support.simulator import running_simulator
+from tests.support.waiting import wait_for, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST = minute_of(SIM_START)
@@ -85,7 +85,7 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
                 status, body = await f.health()
                 return status == 503 and body["database_status"] == "disconnected"
 
-            await wait_async(degraded, 30, "health degraded")
+            await wait_for(degraded, 30, "health degraded")
             degraded_at = time.monotonic()  # the feeder's outage had begun by now
             _, during = await f.health()
             await wait_until(
@@ -101,7 +101,7 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
             status, body = await f.health()
             return status == 200 and body["database_status"] == "connected"
 
-        await wait_async(healthy, 30, "health healthy again")
+        await wait_for(healthy, 30, "health healthy again")
         healthy_at = time.monotonic()  # ... and had ended by now
         end = minute_of(s.clock.now_ms()) + MINUTE_MS
         await until_sim(s, end + 2_000)
@@ -161,7 +161,7 @@ async def test_process_serves_health_and_metrics_and_flushes_on_sigterm(db_url: 
                         metric_value(text, "feeder_messages_received_total", stream_type="bookTicker") >= 40
                     )
 
-                await wait_async(ticks_seen, 30, "book ticks received")
+                await wait_for(ticks_seen, 30, "book ticks received")
                 async with http.get(base + "/health") as resp:
                     health_status, health = resp.status, await resp.json()
                 async with http.get(base + "/metrics") as resp:

@@ -26,8 +26,9 @@ from feeder.core.reconnect import OpenAction, classify_open_failure, reconnect_d
 from feeder.service import default_reconnect_delays
 from feeder.settings import FeederSettings
 from feeder.stream import open_verdict
-from feeder.testing import SIM_START, running_feeder, settings_for
-from simulator.testing import running_simulator, wait_until
+from tests.support.feeder import SIM_START, running_feeder, settings_for
+from tests.support.simulator import running_simulator
+from tests.support.waiting import wait_until
 
 
 def test_answers_are_classified_by_status() -> None:

@@ -15,8 +15,8 @@ from feeder.core.connections import BookTickerMode
 from feeder.core.gaps import GapDetector
 from feeder.core.router import BadFrame, FrameRouter, Outcome, Routed
 from feeder.core.watchdog import StaleWatchdog
-from feeder.testing import T0, book_frame, candle, kline_frame, tick
 from quaint.binance.models import MINUTE_MS
+from tests.support.feeder import T0, book_frame, candle, kline_frame, tick
 
 FIXTURES = Path(__file__).parent / "fixtures" / "binance"
 

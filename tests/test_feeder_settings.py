@@ -15,7 +15,7 @@ from feeder.core.router import FrameRouter
 from feeder.core.watchdog import StaleWatchdog
 from feeder.metrics import FeederMetrics, StateCollector
 from feeder.settings import FeederSettings
-from feeder.testing import T0, candle, kline_frame, metric_value
+from tests.support.feeder import T0, candle, kline_frame, metric_value
 
 
 def test_defaults_follow_the_issue(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@ malformed frames.
 
 Time. The simulator runs at speed 60: one simulated minute per wall second. Candle
 times (and GAP_DETECTION_THRESHOLD_S = 70) are exchange time and stay as in production;
-the feeder's wall-time knobs are shrunk to match (``feeder.testing.settings_for``:
+the feeder's wall-time knobs are shrunk to match (``tests.support.feeder.settings_for``:
 STALE_STREAM_TIMEOUT_S 2.5 = 2.5 simulated minutes, reconnect backoff 0.2..1 s, age
 limits of a few seconds). Each test starts the simulator frozen, waits for the feeder to
 connect, then lets time run (``sim_and_feeder``), so no minute is lost to start-up.
@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 
 from feeder.core.features import CANDLE_FEATURES
-from feeder.testing import (
+from quaint.binance.models import MINUTE_MS, datetime_to_ms
+from tests.support.feeder import (
     HISTORY_MINUTES,
     SIM_START,
     connect,
@@ -24,10 +25,9 @@ from feeder.testing import (
     sim_and_feeder,
     stored_candles,
     until_sim,
-    wait_async,
     wait_stored,
 )
-from quaint.binance.models import MINUTE_MS, datetime_to_ms
+from tests.support.waiting import wait_for
 
 FIRST = minute_of(SIM_START)  # the first live minute
 SEED_HEALTH_FIELDS = {
@@ -68,7 +68,7 @@ async def test_three_symbols_fifteen_minutes_match_the_truth(db_url: str) -> Non
         async def all_features() -> bool:
             return await feature_count(db_url, FIRST, end) == 45
 
-        await wait_async(all_features, 30, "features of every live minute")
+        await wait_for(all_features, 30, "features of every live minute")
         _, text = await f.get("/metrics")
     history = FIRST - HISTORY_MINUTES * MINUTE_MS
     for sym in symbols:

@@ -18,12 +18,12 @@ from feeder.core.accumulator import Accumulator
 from feeder.core.events import gap_event
 from feeder.core.gaps import Gap
 from feeder.metrics import FeederMetrics
-from feeder.testing import T0, candle, quality_rows, stored_candles, tick, wait_async
 from feeder.writer import Sender
 from quaint.binance.models import MINUTE_MS, CandleRow
 from quaint.store.candles import upsert_candles
 from quaint.store.pool import prepare_connection
-from simulator.testing import wait_until
+from tests.support.feeder import T0, candle, quality_rows, stored_candles, tick
+from tests.support.waiting import wait_for, wait_until
 
 
 def row(minute: int) -> CandleRow:
@@ -200,7 +200,7 @@ async def test_a_closed_candle_is_committed_while_a_book_tick_copy_is_blocked(db
                 )
             )
 
-        await wait_async(copy_waiting, 30, "the tick COPY blocked on the lock")
+        await wait_for(copy_waiting, 30, "the tick COPY blocked on the lock")
         acc.add_candle(row(0), 0.0)
         await wait_until(lambda: sender.candles_written == 1, 30, "the candle committed")
         assert await stored_candles(db_url, "BTCUSDT", T0, T0 + MINUTE_MS) == [candle(0)]

@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gap_handler.api import GAP_HANDLER_KEY
 from gap_handler.core.intervals import DAY_MS, closed_end, due_end, history_start
 from gap_handler.service import GapHandler
-from gap_handler.testing import idle, served_api, settings_for, wait_for
-from simulator.testing import SimHandle, running_simulator
+from tests.support.gap_handler import idle, served_api, settings_for
+from tests.support.simulator import SimHandle, running_simulator
+from tests.support.waiting import wait_for
 
 TOKEN = "s3cret-token-for-tests"
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]

@@ -14,13 +14,14 @@ from prometheus_client import CollectorRegistry
 
 from gap_handler.core.intervals import DAY_MS, MinuteRange, due_end, history_start
 from gap_handler.service import GapHandler
-from gap_handler.testing import assembled, idle, running_service, settings_for, wait_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import create_pool
 from quaint.store.quality import log_event
 from quaint.store.quality_event import QualityEvent
-from simulator.testing import SimHandle, running_simulator
+from tests.support.gap_handler import assembled, idle, running_service, settings_for
+from tests.support.simulator import SimHandle, running_simulator
+from tests.support.waiting import wait_for
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 pytestmark = pytest.mark.slow

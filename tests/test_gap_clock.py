@@ -17,10 +17,11 @@ from gap_handler.core.intervals import MinuteRange, closed_end, due_end, history
 from gap_handler.core.planner import UnitBackfill
 from gap_handler.engine import SETTLE_MS
 from gap_handler.service import GapHandler
-from gap_handler.testing import idle, running_service, settings_for, wait_for
 from quaint.binance.models import Candle, datetime_to_ms
 from quaint.store.candles import fetch_candles
-from simulator.testing import SimHandle, running_simulator
+from tests.support.gap_handler import idle, running_service, settings_for
+from tests.support.simulator import SimHandle, running_simulator
+from tests.support.waiting import wait_for
 
 M = 60_000
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z

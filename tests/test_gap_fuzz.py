@@ -48,9 +48,9 @@ from gap_handler.core.validation import (
     parse_range,
 )
 from gap_handler.service import GapHandler
-from gap_handler.testing import ONCE, header_text, json_values, served_api, settings_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
-from simulator.testing import running_simulator
+from tests.support.gap_handler import ONCE, header_text, json_values, served_api, settings_for
+from tests.support.simulator import running_simulator
 
 KNOWN = ["BTCUSDT", "ETHUSDT"]
 TOKEN = "fuzz-token-0123456789"

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from gap_handler import store
 from gap_handler.core.intervals import MinuteRange, merge, subtract
-from gap_handler.testing import ONCE, header_text, json_scalars, json_values
 from quaint.binance.models import MINUTE_MS, Candle
 from quaint.binance.rest_client import (
     ApiRejected,
@@ -32,6 +31,7 @@ from quaint.binance.rest_client import (
     ServerError,
 )
 from quaint.service.runtime import bound_port, start_http
+from tests.support.gap_handler import ONCE, header_text, json_scalars, json_values
 
 # ---- the REST client against garbage ------------------------------------------------
 

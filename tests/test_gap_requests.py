@@ -22,11 +22,12 @@ from gap_handler.core.tracker import RangeTask, RequestRecord
 from gap_handler.core.validation import BadInput, parse_backfill_id, parse_backfill_state
 from gap_handler.service import GapHandler, spec
 from gap_handler.settings import GapHandlerSettings
-from gap_handler.testing import assembled, idle, settings_for, wait_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.store.candles import fetch_candles
-from quaint.testing.services import served
-from simulator.testing import SimHandle, running_simulator
+from tests.support.gap_handler import assembled, idle, settings_for
+from tests.support.services import served
+from tests.support.simulator import SimHandle, running_simulator
+from tests.support.waiting import wait_for
 
 M = MINUTE_MS
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z

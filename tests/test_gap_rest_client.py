@@ -20,7 +20,7 @@ from quaint.binance.rest_client import (
     TransportError,
 )
 from quaint.service.runtime import bound_port, start_http
-from simulator.testing import running_simulator
+from tests.support.simulator import running_simulator
 
 
 @pytest.fixture

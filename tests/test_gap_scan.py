@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from gap_handler import store
 from gap_handler.core.intervals import MinuteRange, merge, subtract
-from gap_handler.testing import ONCE
 from quaint.binance.models import MINUTE_MS
+from tests.support.gap_handler import ONCE
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z: an hour, a day and a 7-day chunk boundary
 SPAN = 3 * 1440  # stored minutes: [T0 - SPAN, T0 + SPAN)

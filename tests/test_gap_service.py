@@ -21,12 +21,13 @@ from gap_handler.cli import render_progress, run_backfill
 from gap_handler.core.intervals import MinuteRange, history_start
 from gap_handler.core.tracker import RangeTask
 from gap_handler.store import record_unrecoverable
-from gap_handler.testing import settings_for, wait_for
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.service.retry import jittered_backoff
 from quaint.store.candles import fetch_candles
 from quaint.store.pool import create_pool
-from simulator.testing import running_simulator
+from tests.support.gap_handler import settings_for
+from tests.support.simulator import running_simulator
+from tests.support.waiting import wait_for
 
 T0 = 1_767_225_600_000  # 2026-01-01
 

@@ -14,17 +14,18 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from quaint.testing import (
+from tests.support.database import (
     CRON_DATABASE,
     TIMESCALE_IMAGE,
     HarnessError,
     PgServer,
     TemplateDatabases,
     docker_available,
+    docker_image_present,
     quote_ident,
     running_server,
+    server_source,
 )
-from quaint.testing.database import docker_image_present, server_source
 
 
 async def tiny_schema(conn: asyncpg.Connection) -> None:

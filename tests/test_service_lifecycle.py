@@ -28,7 +28,6 @@ from feeder import service as feeder_service
 from feeder.settings import FeederSettings
 from gap_handler.cli import run_backfill
 from gap_handler.settings import GapHandlerSettings
-from gap_handler.testing import settings_for
 from quaint.service.health import HealthReport
 from quaint.service.lifecycle import (
     EXIT_BAD_CONFIG,
@@ -41,7 +40,8 @@ from quaint.service.lifecycle import (
     serve,
 )
 from quaint.service.settings import Settings, db_fields_from_url
-from quaint.testing.services import free_port, served
+from tests.support.gap_handler import settings_for
+from tests.support.services import free_port, served
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ["feeder", "gap_handler"]

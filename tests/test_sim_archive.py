@@ -22,7 +22,7 @@ from quaint.binance.parse import parse_rest_klines
 from quaint.binance.rest_client import RestClient
 from simulator.archive_files import select_page
 from simulator.settings import SimSettings, describe_errors
-from simulator.testing import SimHandle, running_simulator
+from tests.support.simulator import SimHandle, running_simulator
 
 START = "2025-03-10T12:00:00Z"  # frozen: 2024-12 (ms), 2025-01 and 2025-02 (µs) are published
 SIM: dict[str, Any] = {"speed": 0, "start": START, "seed": 7, "history_days": 120}

@@ -12,8 +12,8 @@ import time
 import aiohttp
 import pytest
 
-from quaint.testing.services import free_port
 from simulator.__main__ import load_settings
+from tests.support.services import free_port
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import pytest
 from quaint.binance.encode import rest_kline_row
 from quaint.binance.models import MINUTE_MS
 from quaint.binance.parse import parse_api_error, parse_rest_klines
-from simulator.testing import SimHandle, running_simulator
+from tests.support.simulator import SimHandle, running_simulator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "binance"
 START = 1_700_000_000_000  # 2023-11-14T22:13:20Z, 20 s into a minute

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from quaint.binance.models import MINUTE_MS, KlineEvent
 from quaint.binance.parse import decode_frame, parse_rest_klines
 from simulator.replay import load_csv
-from simulator.testing import running_simulator
+from tests.support.simulator import running_simulator
 
 MINUTE0 = 1_735_689_600_000  # 2025-01-01T00:00Z: spot archives use µs from here on
 

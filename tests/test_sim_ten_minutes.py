@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 
 from quaint.binance.models import MINUTE_MS, Candle, KlineEvent
 from quaint.binance.parse import decode_frame, parse_rest_klines
-from simulator.testing import running_simulator
+from tests.support.simulator import running_simulator
 
 MINUTE0 = 1_700_000_040_000
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from quaint.binance.models import MINUTE_MS
-from simulator.testing import SimHandle, running_simulator
+from tests.support.simulator import SimHandle, running_simulator
 
 binance = pytest.importorskip("binance", reason="python-binance is a test extra")
 from binance import AsyncClient, BinanceSocketManager  # noqa: E402

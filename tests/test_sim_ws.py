@@ -28,7 +28,8 @@ from quaint.binance.models import (
     SubscriptionResult,
 )
 from quaint.binance.parse import decode_frame
-from simulator.testing import running_simulator, wait_until
+from tests.support.simulator import running_simulator
+from tests.support.waiting import wait_until
 
 FIXTURES = Path(__file__).parent / "fixtures" / "binance"
 START = 1_700_000_040_000 + 1_000  # one second into a minute

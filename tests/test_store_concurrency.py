@@ -15,10 +15,10 @@ from decimal import Decimal
 
 import asyncpg
 
-from gap_handler.testing import wait_for
 from quaint.binance.models import MINUTE_MS, Candle, datetime_to_ms, ms_to_datetime
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.errors import DbErrorClass, classify_db_error, retry_transient
+from tests.support.waiting import wait_for
 
 LOCK_ROW = "SELECT 1 FROM candles_1m WHERE symbol = 'X' AND time = $1 FOR UPDATE"
 

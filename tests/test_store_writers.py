@@ -17,7 +17,7 @@ from quaint.store.features import FeatureRow, latest_features, upsert_features
 from quaint.store.pool import DatabaseUnavailable, create_pool
 from quaint.store.quality import log_event
 from quaint.store.quality_event import QualityEvent
-from quaint.testing.services import free_port
+from tests.support.services import free_port
 
 T0 = 1_763_985_600_000  # 2025-11-24T12:00:00Z, a minute boundary
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +16,8 @@ from gap_handler.service import GapHandler, assemble, spec
 from gap_handler.settings import GapHandlerSettings
 from quaint.service.lifecycle import open_resources, stop_within
 from quaint.service.settings import db_fields_from_url
-from quaint.testing.services import served
+from tests.support.services import served
+from tests.support.waiting import wait_for
 
 # Shared by the fuzz tests (tests/test_gap_fuzz*.py).
 # Examples that reuse a function-scoped fixture (a simulator, a served app) across examples.
@@ -45,17 +45,6 @@ def settings_for(db_url: str, rest_url: str, **overrides: Any) -> GapHandlerSett
     }
     values.update(overrides)
     return GapHandlerSettings.model_validate(values)
-
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], within: float, what: str, interval: float = 0.02
-) -> None:
-    """Poll an async condition until true; TimeoutError naming ``what`` after ``within`` s."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 @asynccontextmanager

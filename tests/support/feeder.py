@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,8 +27,9 @@ from quaint.binance.models import MINUTE_MS, BookTick, Candle
 from quaint.service.settings import db_fields_from_url
 from quaint.store.candles import fetch_candles, upsert_candles
 from quaint.store.pool import prepare_connection
-from quaint.testing.services import Served, served
-from simulator.testing import SimHandle, running_simulator, wait_until
+from tests.support.services import Served, served
+from tests.support.simulator import SimHandle, running_simulator
+from tests.support.waiting import wait_for, wait_until
 
 T0 = 1_763_985_600_000  # 2025-11-24T12:00:00Z, a minute boundary
 
@@ -192,15 +192,6 @@ async def stored_candles(db_url: str, symbol: str, start: int, end: int) -> list
         await conn.close()
 
 
-async def wait_async(predicate: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    """Poll an async condition until true, ``TimeoutError`` after ``within`` s."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def wait_stored(db_url: str, sim: SimHandle, symbols: list[str], start: int, end: int) -> None:
     """Until every candle the exchange has for [start, end) is stored, per symbol."""
 
@@ -210,7 +201,7 @@ async def wait_stored(db_url: str, sim: SimHandle, symbols: list[str], start: in
                 return False
         return True
 
-    await wait_async(complete, 30, f"candles in [{start}, {end}) stored")
+    await wait_for(complete, 30, f"candles in [{start}, {end}) stored")
 
 
 async def until_sim(sim: SimHandle, ms: int, within: float = 60) -> None:

@@ -8,7 +8,6 @@ are reproducible on any machine.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from simulator.faults import FaultController
 from simulator.settings import SimSettings
 from simulator.state import STATE, SimState
 from simulator.stats import Stats
+from tests.support.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -70,15 +70,6 @@ class SimHandle:
     ) -> None:
         """Poll ``predicate`` until true; ``TimeoutError`` after ``within`` seconds."""
         await wait_until(predicate, within, what)
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 30.0, what: str = "condition") -> None:
-    """Wait for a condition with a deadline (never a bare sleep): polls every 5 ms."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @asynccontextmanager

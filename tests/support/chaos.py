@@ -9,7 +9,7 @@ while its clock advances at the exchange's rate, and the accelerated simulator's
 runs ``speed`` times faster than the wall clock. Its clock is
 ``start_ms + (monotonic - wall_origin) * 1000 * speed``; ``CLOCK_MONOTONIC`` is the
 same for every process on the machine, so the test writes those three numbers to a
-file whenever it changes the clock, and ``python -m quaint.testing.chaos gap-handler``
+file whenever it changes the clock, and ``python -m tests.support.chaos gap-handler``
 runs the real service (``gap_handler.__main__.main``, which takes its clock as a
 parameter) with a ``now_ms`` computed from the file, ``lag_ms`` behind the exchange
 (the sampled offset takes the lag back out; it is there to show a skewed host clock
@@ -386,9 +386,7 @@ def main(argv: Sequence[str]) -> int:
             print("QUAINT_CHAOS_CLOCK_FILE is not set", file=sys.stderr)
             return 2
         return run_gap_handler(Path(clock_file))
-    print(
-        "usage: python -m quaint.testing.chaos gap-handler   (QUAINT_CHAOS_CLOCK_FILE=...)", file=sys.stderr
-    )
+    print("usage: python -m tests.support.chaos gap-handler   (QUAINT_CHAOS_CLOCK_FILE=...)", file=sys.stderr)
     return 2
 
 
