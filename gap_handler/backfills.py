@@ -191,13 +191,28 @@ class Backfills:
         # the next scan starts at the first hole (a full rescan runs periodically).
         self._scan_from[symbol] = holes[0].start if holes else hi
         self.current_holes[symbol] = holes
-        day_ago = floor_minute(now - DAY_MS)
-        recent = [c for h in holes if (c := h.clip(day_ago, hi)) is not None]
-        self.metrics.missing_minutes_24h.labels(symbol).set(total_minutes(recent))
+        self._set_missing_24h(symbol, now)
         fresh = subtract(holes, [*claimed_before, *self.claimed[symbol], *self.parked[symbol]])
         for hole in fresh:
             log.info("gap_found", symbol=symbol, gap_start=hole.start, gap_end=hole.end, minutes=hole.minutes)
         return self._enqueue(symbol, fresh, admin=False)
+
+    def _set_missing_24h(self, symbol: str, now: int) -> None:
+        day_ago = floor_minute(now - DAY_MS)
+        recent = [c for h in self.current_holes[symbol] if (c := h.clip(day_ago, h.end)) is not None]
+        self.metrics.missing_minutes_24h.labels(symbol).set(total_minutes(recent))
+
+    async def _refresh_holes(self, symbol: str, unit: MinuteRange) -> None:
+        """A unit ended: what it filled is no longer listed as a hole (``GET /gaps``) nor
+        counted missing (the 24 h gauge, ``CandlesMissing``), rather than until the next
+        scan, up to BACKFILL_CHECK_INTERVAL_S away. Only ever shrinks what the scan saw."""
+        try:
+            left = await self._still_missing(symbol, unit)
+        except DB_ERRORS:
+            return  # the next scan brings both up to date
+        filled = subtract([unit], left)
+        self.current_holes[symbol] = subtract(self.current_holes[symbol], filled)
+        self._set_missing_24h(symbol, self.now_ms())
 
     def _enqueue(
         self, symbol: str, holes: list[MinuteRange], *, admin: bool, task: RangeTask | None = None
@@ -337,6 +352,7 @@ class Backfills:
                     complete=complete,
                     now=time.monotonic(),
                 )
+        await self._refresh_holes(symbol, unit)
         # Not in ``finally``: a cancelled unit (crash, shutdown deadline) writes nothing.
         if task is not None and self.on_task_update is not None:
             await self.on_task_update(task)
