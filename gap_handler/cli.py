@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TextIO
 
+import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +24,7 @@ from gap_handler.core.tracker import RangeTask
 from gap_handler.core.validation import BadInput, parse_range, parse_symbol
 from gap_handler.service import GapHandler, assemble
 from gap_handler.settings import GapHandlerSettings
+from quaint.binance.rest_client import ApiRejected, RestClient, RestError
 from quaint.service.clock import NowMs, wall_ms
 from quaint.service.lifecycle import EXIT_DATABASE_UNAVAILABLE, START_ERRORS, open_resources
 from quaint.store.errors import describe
@@ -83,6 +85,20 @@ async def _backfill(handler: GapHandler, symbol: str, rng: MinuteRange, out: Tex
     return task
 
 
+async def unlisted_symbol(settings: GapHandlerSettings, symbol: str) -> str | None:
+    """Why the exchange refuses ``symbol`` (exchangeInfo answers -1121), or None. Asked
+    first: a symbol it does not list would only collect one rejected klines page per unit."""
+    async with aiohttp.ClientSession() as session:
+        client = RestClient(session, settings.binance_rest_url, timeout_s=settings.rest_timeout_s)
+        try:
+            await client.exchange_limits(symbol)
+        except ApiRejected as exc:
+            return f"{symbol} is not listed by the exchange at {settings.binance_rest_url} ({exc.msg})"
+        except RestError:
+            return None  # not answering now: the backfill's own retries decide
+    return None
+
+
 async def run_backfill(
     settings: GapHandlerSettings, argv: list[str], out: TextIO = sys.stdout, *, now_ms: NowMs | None = None
 ) -> int:
@@ -96,6 +112,9 @@ async def run_backfill(
         print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
         return 2
     # Any symbol the exchange lists may be backfilled, not only the configured ones.
+    if (problem := await unlisted_symbol(settings, symbol)) is not None:
+        print(f"error: --symbol: {problem}", file=sys.stderr)
+        return 2
     settings = settings.model_copy(update={"symbols": [symbol]})
     async with contextlib.AsyncExitStack() as stack:
         try:

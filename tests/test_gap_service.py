@@ -49,7 +49,7 @@ def test_progress_rendering() -> None:
     assert line == "progress symbol=BTCUSDT done=25 total=100 rate=5/s eta=15s\n"
 
 
-async def test_cli_backfill_exit_codes(db_url: str) -> None:
+async def test_cli_backfill_exit_codes(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     async with running_simulator(symbols=["BTCUSDT"], speed=0) as sim:
         now = sim.clock.now_ms()
         settings = settings_for(db_url, sim.rest_url, rate_limit_requests_per_sec=100)
@@ -67,12 +67,19 @@ async def test_cli_backfill_exit_codes(db_url: str) -> None:
         finally:
             await pool.close()
         assert stored == sim.truth("BTCUSDT", history_start(now, 3), now - now % MINUTE_MS)
-        # A symbol the exchange rejects (-1121): nothing is complete -> exit 1.
+        # A symbol the exchange does not list: exchangeInfo says so (-1121) before any
+        # klines request or database connection -> one line, exit 2.
+        klines_before = sim.stats.requests_by_path["/api/v3/klines"]
         out = io.StringIO()
+        capsys.readouterr()
         code = await run_backfill(
-            settings, ["--symbol", "NOPEUSDT", "--since", since], out, now_ms=sim.clock.now_ms
+            settings, ["--symbol", "FOOBAR", "--since", since], out, now_ms=sim.clock.now_ms
         )
-        assert code == 1 and "rejected by the exchange" in out.getvalue()
+        err = capsys.readouterr().err
+        assert code == 2 and out.getvalue() == ""
+        assert err.count("\n") == 1 and err.startswith("error: --symbol: FOOBAR is not listed"), err
+        assert "Invalid symbol" in err
+        assert sim.stats.requests_by_path["/api/v3/klines"] == klines_before
         # Bad arguments -> exit 2 before anything starts.
         for args in (
             ["--symbol", "BTCUSDT", "--since", "last tuesday"],
