@@ -83,7 +83,7 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
 
             async def degraded() -> bool:
                 status, body = await f.health()
-                return status == 503 and body["database_status"] == "disconnected"
+                return status == 503 and body["database_status"] == "unavailable"
 
             await wait_for(degraded, 30, "health degraded")
             degraded_at = time.monotonic()  # the feeder's outage had begun by now

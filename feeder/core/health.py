@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quaint.binance.models import ms_to_datetime
-from quaint.service.health import HealthReport
+from quaint.service.health import HealthReport, connection_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ def build_health(h: HealthInputs) -> HealthReport:
     body: dict[str, Any] = {
         "websocket_connected": ws_all,
         "candles_processed": h.candles_processed,
-        "database_status": "connected" if h.database_connected else "disconnected",
+        "database_status": connection_status(h.database_connected),
         "last_candle_time": iso(newest),
         "uptime_seconds": round(h.uptime_s, 3),
         "symbols": {

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from gap_handler.core.rate import RateState
-from quaint.service.health import HealthReport
+from quaint.service.health import HealthReport, connection_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +46,14 @@ def build_health(h: HealthInputs) -> HealthReport:
     body = {
         "backfills_completed": h.backfills_completed,
         "candles_recovered": h.candles_recovered,
-        "database_status": "connected" if h.database_connected else "unavailable",
+        "database_status": connection_status(h.database_connected),
         "rate_limit": {
             "state": h.rate.state,
             "until": h.rate_until.isoformat() if h.rate_until else None,
             "used_weight": h.rate.used_weight,
             "weight_limit": h.rate.weight_limit,
         },
-        "listener": "connected" if h.listener_connected else "disconnected",
+        "listener": connection_status(h.listener_connected),
         "backfills_in_flight": h.backfills_in_flight,
         "backfills_queued": h.backfills_queued,
         "last_scan_at": h.last_scan_at.isoformat() if h.last_scan_at else None,
