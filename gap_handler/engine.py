@@ -27,6 +27,7 @@ from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.service.retry import jittered_backoff
 from quaint.store.candles import upsert_kline_columns
 from quaint.store.errors import describe, retry_transient
+from quaint.store.rollups import refresh_rollups
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -126,6 +127,10 @@ class Engine:
                 progress(unit, machine.minutes_done)
         duration = time.monotonic() - started
         outcome = machine.outcome
+        if written:
+            # Continuous aggregates (Community) only refresh the recent window themselves:
+            # a repaired minute from last month reaches its 5m..1d rows here, not never.
+            await self._db("refresh_rollups", symbol, lambda c: refresh_rollups(c, unit.start, unit.end))
         if outcome.complete:
             self.metrics.backfill_duration.observe(duration)
             if outcome.recovered:

@@ -408,3 +408,82 @@ BEGIN
     END IF;
 END
 $automation$;
+
+-- ---------------------------------------------------------------------------------
+-- Rollups: candles_5m, candles_15m, candles_1h, candles_4h, candles_1d. candles_1m's
+-- columns (exact NUMERIC) plus minutes = how many 1-minute candles the bucket holds (60
+-- for a complete hour: fewer means a partial or outage-cut bar). Buckets are UTC
+-- (time_bucket on TIMESTAMPTZ without a zone), time = the bucket's open time.
+-- Same names, columns and answers on both licences:
+-- * Community: continuous aggregates, hierarchical (5m <- 1m, 15m <- 5m, 1h <- 15m,
+--   4h <- 1h, 1d <- 4h), real-time (materialized_only = false) so the live edge is current,
+--   a refresh policy for the recent window, and compression of old buckets. A repair
+--   older than the policy's window is refreshed by the writer: quaint.store.rollups.
+--   refresh_rollups() after every backfill unit or archive import (it must run outside a
+--   transaction block, so it cannot live in this file). Rollups are never dropped with
+--   candles_1m's chunks: their retention is "forever" (a refresh only ever covers
+--   buckets whose minutes still exist).
+-- * Apache: plain views over time_bucket + first/last, always exact and current with no
+--   writer cooperation; TimescaleDB turns the bucket filter into a chunk-excluding range
+--   on candles_1m. They hold what candles_1m holds (its retention).
+DO $rollups$
+DECLARE
+    -- (name, width, parent, policy start_offset, schedule)
+    r RECORD;
+    community BOOLEAN := current_setting('timescaledb.license', TRUE) = 'timescale';
+BEGIN
+    FOR r IN SELECT * FROM (VALUES
+        ('candles_5m',  INTERVAL '5 minutes',  'candles_1m',  INTERVAL '1 day',  INTERVAL '5 minutes'),
+        ('candles_15m', INTERVAL '15 minutes', 'candles_5m',  INTERVAL '1 day',  INTERVAL '15 minutes'),
+        ('candles_1h',  INTERVAL '1 hour',     'candles_15m', INTERVAL '2 days', INTERVAL '30 minutes'),
+        ('candles_4h',  INTERVAL '4 hours',    'candles_1h',  INTERVAL '3 days', INTERVAL '1 hour'),
+        ('candles_1d',  INTERVAL '1 day',      'candles_4h',  INTERVAL '5 days', INTERVAL '1 hour')
+    ) AS v(name, width, parent, start_offset, schedule) LOOP
+        IF NOT community THEN
+            -- GROUP BY by position: "time" there would name candles_1m's column, not the bucket.
+            EXECUTE format($v$
+                CREATE OR REPLACE VIEW %I AS
+                SELECT symbol, time_bucket(%L::INTERVAL, time) AS time,
+                       first(open, time) AS open, max(high) AS high, min(low) AS low,
+                       last(close, time) AS close, sum(volume) AS volume,
+                       sum(quote_asset_volume) AS quote_asset_volume,
+                       sum(taker_buy_base_asset_volume) AS taker_buy_base_asset_volume,
+                       sum(taker_buy_quote_asset_volume) AS taker_buy_quote_asset_volume,
+                       sum(number_of_trades)::BIGINT AS number_of_trades,
+                       count(*)::INTEGER AS minutes
+                FROM candles_1m
+                GROUP BY 1, 2 $v$, r.name, r.width);
+        ELSIF to_regclass(r.name) IS NULL THEN
+            -- minutes: counted at the first level, summed above it.
+            EXECUTE format($v$
+                CREATE MATERIALIZED VIEW %I
+                WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+                SELECT symbol, time_bucket(%L::INTERVAL, time) AS time,
+                       first(open, time) AS open, max(high) AS high, min(low) AS low,
+                       last(close, time) AS close, sum(volume) AS volume,
+                       sum(quote_asset_volume) AS quote_asset_volume,
+                       sum(taker_buy_base_asset_volume) AS taker_buy_base_asset_volume,
+                       sum(taker_buy_quote_asset_volume) AS taker_buy_quote_asset_volume,
+                       sum(number_of_trades)::BIGINT AS number_of_trades,
+                       %s AS minutes
+                FROM %I
+                GROUP BY symbol, time_bucket(%L::INTERVAL, time)
+                WITH NO DATA $v$,
+                r.name, r.width,
+                CASE WHEN r.parent = 'candles_1m' THEN 'count(*)::INTEGER' ELSE 'sum(minutes)::INTEGER' END,
+                r.parent, r.width);
+            EXECUTE format('ALTER MATERIALIZED VIEW %I SET (timescaledb.compress = true, '
+                           'timescaledb.compress_segmentby = ''symbol'', timescaledb.compress_orderby = ''time'')',
+                           r.name);
+        END IF;
+        IF community THEN
+            PERFORM add_continuous_aggregate_policy(r.name::REGCLASS, start_offset => r.start_offset,
+                                                    end_offset => r.width, schedule_interval => r.schedule,
+                                                    if_not_exists => TRUE);
+            -- Old buckets compress (long after the policy window and candles_1m's own 7 days).
+            PERFORM add_compression_policy(r.name::REGCLASS, compress_after => INTERVAL '30 days',
+                                           if_not_exists => TRUE);
+        END IF;
+    END LOOP;
+END
+$rollups$;
