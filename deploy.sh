@@ -141,7 +141,7 @@ deploy_docker() {
   [[ $pb != 0.0.0.0 ]] || pb=127.0.0.1
   echo "Quaint2 is up (Docker$([[ $SIMULATE -eq 1 ]] && echo '; SIMULATED market data'))"
   echo "  feeder       http://$sb:${FEEDER_PUBLISH_PORT:-8080}/health  /metrics"
-  echo "  gap handler  http://$sb:${GAP_HANDLER_PUBLISH_PORT:-9000}/health  /metrics"
+  echo "  gap handler  http://$sb:${GAP_HANDLER_PUBLISH_PORT:-9000}/health  /metrics  /coverage.html (coverage heat map)"
   echo "  prometheus   http://$sb:${PROMETHEUS_PUBLISH_PORT:-9090}"
   echo "  pgadmin      http://$pb:${PGADMIN_PORT:-8000}  (login ${PGADMIN_DEFAULT_EMAIL:-?}; the server 'timescaledb' is pre-configured)"
   echo "  database     ${DB_BIND:-127.0.0.1}:${DB_PUBLISH_PORT:-5432}, database ${DB_NAME:-btc_ml_production}, user ${DB_USER:-postgres}"

@@ -27,6 +27,7 @@ from gap_handler.core.validation import (
     parse_optional_symbol,
     parse_symbol,
 )
+from gap_handler.coverage_page import render_coverage_page
 from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.service.http import json_error, json_response
 from quaint.store.errors import DB_ERRORS
@@ -221,10 +222,21 @@ async def get_coverage(request: web.Request) -> web.Response:
     return json_response({"symbol": symbol, "days": out})
 
 
+async def get_coverage_page(request: web.Request) -> web.Response:
+    """The heat map of ``/coverage`` for every configured symbol (:mod:`gap_handler.coverage_page`)."""
+    c = request.app[GAP_HANDLER_KEY]
+    try:
+        days = parse_int(request.query.get("days"), "days", default=7, lo=1, hi=RETENTION_DAYS)
+    except BadInput as exc:
+        return _bad(exc)
+    return web.Response(text=render_coverage_page(c.backfills.symbols, days), content_type="text/html")
+
+
 ROUTES = [
     web.get("/gaps", get_gaps),
     web.post("/backfills", post_backfill),
     web.get("/backfills", list_backfills),
     web.get("/backfills/{id}", get_backfill),
     web.get("/coverage", get_coverage),
+    web.get("/coverage.html", get_coverage_page),
 ]

@@ -252,6 +252,7 @@ print_urls() {
   echo "  your shell   eval \"\$(scripts/local_suite.sh env)\"   sets DB_*, DATABASE_URL, BINANCE_*, SYMBOLS and the ports"
   echo "  feeder       http://$fh:$FEEDER_PORT/health  http://$fh:$FEEDER_PORT/metrics"
   echo "  gap handler  http://$gh:$GAP_HANDLER_PORT/health  http://$gh:$GAP_HANDLER_PORT/metrics"
+  echo "  coverage     http://$gh:$GAP_HANDLER_PORT/coverage.html  (per symbol and day: stored / missing / outage)"
   if running_pid prometheus >/dev/null; then
     local p=http://127.0.0.1:$PROMETHEUS_PORT
     # Debian's build serves its pages under /classic/ (it ships without the newer UI).
