@@ -122,6 +122,7 @@ deploy_docker() {
   if [[ $SIMULATE -eq 1 ]]; then
     profiles=(simulate)
     export BINANCE_WS_URL=ws://simulator:$SIM_CONTAINER_PORT BINANCE_REST_URL=http://simulator:$SIM_CONTAINER_PORT
+    export DATA_ORIGIN=simulated # the database is marked: a real run on it later refuses to start
     log "SIMULATED market data: the services read the bundled simulator (compose service 'simulator'), not Binance"
   else
     log "market data from ${BINANCE_REST_URL:-https://api.binance.com} and ${BINANCE_WS_URL:-wss://stream.binance.com:9443} (BINANCE_* in $file; --simulate for the bundled simulator)"

@@ -26,7 +26,12 @@ from gap_handler.service import GapHandler, assemble
 from gap_handler.settings import GapHandlerSettings
 from quaint.binance.rest_client import ApiRejected, RestClient, RestError
 from quaint.service.clock import NowMs, wall_ms
-from quaint.service.lifecycle import EXIT_DATABASE_UNAVAILABLE, START_ERRORS, open_resources
+from quaint.service.lifecycle import (
+    EXIT_DATABASE_UNAVAILABLE,
+    START_ERRORS,
+    DataOriginMismatch,
+    open_resources,
+)
 from quaint.store.errors import describe
 
 log = structlog.get_logger(__name__)
@@ -123,6 +128,9 @@ async def run_backfill(
         except START_ERRORS as exc:
             print(f"error: the database cannot be used: {describe(exc)}", file=sys.stderr)
             return EXIT_DATABASE_UNAVAILABLE
+        except DataOriginMismatch as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         task = await _backfill(handler, symbol, rng, out)
     note = f" ({task.error})" if task.error else ""
     print(

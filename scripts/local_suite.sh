@@ -160,9 +160,11 @@ cmd_up() {
 
   if [[ $simulate -eq 1 ]]; then
     export BINANCE_WS_URL=ws://127.0.0.1:$SIM_PORT BINANCE_REST_URL=http://127.0.0.1:$SIM_PORT
+    export DATA_ORIGIN=simulated # the database is marked: a real run on it later refuses to start
   else
     export BINANCE_WS_URL=${BINANCE_WS_URL:-wss://stream.binance.com:9443}
     export BINANCE_REST_URL=${BINANCE_REST_URL:-https://api.binance.com}
+    export DATA_ORIGIN=${DATA_ORIGIN:-binance}
     if running_pid simulator >/dev/null; then
       die "the simulator from an earlier --simulate run is still running; ./cleanup.sh --local first"
     fi
@@ -220,6 +222,7 @@ write_suite_env() {
     echo "DATABASE_URL=postgresql://$DB_USER@$DB_HOST:$DB_PORT/$DB_NAME"
     echo "BINANCE_WS_URL=$BINANCE_WS_URL"
     echo "BINANCE_REST_URL=$BINANCE_REST_URL"
+    echo "DATA_ORIGIN=$DATA_ORIGIN"
     echo "SYMBOLS=${SYMBOLS:-BTCUSDT}"
     echo "FEEDER_PORT=$FEEDER_PORT"
     echo "GAP_HANDLER_PORT=$GAP_HANDLER_PORT"
@@ -249,7 +252,7 @@ print_urls() {
   echo "Quaint2 is up (local mode; run dir $RUN_DIR)"
   echo "  database     postgresql://$DB_USER@$DB_HOST:$DB_PORT/$DB_NAME (loopback only; no password needed)"
   echo "  DB_*         DB_HOST=$DB_HOST DB_PORT=$DB_PORT DB_USER=$DB_USER DB_NAME=$DB_NAME (not localhost:5432)"
-  echo "  your shell   eval \"\$(scripts/local_suite.sh env)\"   sets DB_*, DATABASE_URL, BINANCE_*, SYMBOLS and the ports"
+  echo "  your shell   eval \"\$(scripts/local_suite.sh env)\"   sets DB_*, DATABASE_URL, BINANCE_*, DATA_ORIGIN, SYMBOLS and the ports"
   echo "  feeder       http://$fh:$FEEDER_PORT/health  http://$fh:$FEEDER_PORT/metrics"
   echo "  gap handler  http://$gh:$GAP_HANDLER_PORT/health  http://$gh:$GAP_HANDLER_PORT/metrics"
   echo "  coverage     http://$gh:$GAP_HANDLER_PORT/coverage.html  (per symbol and day: stored / missing / outage)"

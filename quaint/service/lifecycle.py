@@ -22,7 +22,8 @@ In order:
    cost). Then the session and the pool close. A stop during step 2 ends it at once.
 
 Exit codes: 0 stopped when asked; 1 the service stopped by itself (``fatal``: nothing
-can ever work) or crashed (a bug); 2 bad configuration (settings, or the HTTP address);
+can ever work) or crashed (a bug); 2 bad configuration (settings, the HTTP address, or a
+``DATA_ORIGIN`` the database's marker disagrees with);
 3 the database not usable at start.
 """
 
@@ -47,6 +48,7 @@ from quaint.service.http import create_service_app
 from quaint.service.runtime import install_stop_signals
 from quaint.service.settings import Settings
 from quaint.store.errors import CONNECTION_LOST_ERRORS, describe
+from quaint.store.origin import OriginClaim, claim_origin
 from quaint.store.pool import DatabaseUnavailable, close_pool, create_pool
 from quaint.store.schema import SchemaInfo, TimescaleUnavailable, apply_schema, log_schema_info
 
@@ -65,6 +67,22 @@ START_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     *CONNECTION_LOST_ERRORS,
 )
+
+
+class DataOriginMismatch(Exception):
+    """DATA_ORIGIN disagrees with what the database says fed it: bad configuration (exit 2)."""
+
+
+def check_origin(wanted: str, claim: OriginClaim) -> None:
+    """Refuse to mix simulated and real candles in one database."""
+    if claim.stored != wanted:
+        raise DataOriginMismatch(
+            f"DATA_ORIGIN: this service is configured for {wanted} market data, but the database holds "
+            f"{claim.stored} data (its data_origin marker); give each its own database "
+            f"(./cleanup.sh [--local] --volumes deletes it) or set DATA_ORIGIN={claim.stored}"
+        )
+    if claim.claimed_now:
+        log.info("data_origin_marked", origin=wanted, candles_already_stored=claim.had_rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +142,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     try:
         async with pool.acquire() as conn:
             schema = await apply_schema(conn)
+            origin = await claim_origin(conn, settings.data_origin)
         log_schema_info(schema)
+        check_origin(settings.data_origin, origin)
         async with aiohttp.ClientSession(raise_for_status=False) as session:
             yield Resources(pool, session, schema)
     finally:
@@ -225,6 +245,9 @@ async def serve(
             log.info(f"{spec.name}_stopped", during="start-up", exit_code=EXIT_STOPPED)
             return EXIT_STOPPED
         error = setup.exception()
+        if isinstance(error, DataOriginMismatch):
+            print(f"invalid configuration: {error}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
         if isinstance(error, START_ERRORS):
             log.error("startup_failed", service=spec.name, error=describe(error))
             return EXIT_DATABASE_UNAVAILABLE

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"])
     binance_ws_url: str = "wss://stream.binance.com:9443"
     binance_rest_url: str = "https://api.binance.com"
+    # What the BINANCE_* URLs serve: the database is marked with it, and a service refuses
+    # to write one origin's candles into a database the other fed (deploy.sh --simulate
+    # sets "simulated").
+    data_origin: Literal["binance", "simulated"] = "binance"
 
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
@@ -108,6 +112,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("data_origin", mode="before")
+    @classmethod
+    def _lower_origin(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("binance_ws_url")
     @classmethod
