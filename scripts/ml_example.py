@@ -24,20 +24,14 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
-from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from quaint.service.local_suite import refusal, running_local_suite
 from quaint.service.settings import Settings, load_settings
-
-ROOT = Path(__file__).resolve().parents[1]
-# What scripts/local_suite.sh up writes into its run directory, and down deletes.
-SUITE_ENV = "suite.env"
 
 QUERY = """
 SELECT symbol, time, version, features_json, created_at,
@@ -47,29 +41,6 @@ WHERE symbol = $1 AND version = $2 AND time >= now() - make_interval(secs => $3)
 ORDER BY time DESC
 LIMIT 1
 """
-
-
-def running_local_suite(environ: Mapping[str, str], root: Path = ROOT) -> Path | None:
-    """The run directory of a local suite that runs while this environment names no database
-    server (neither DB_HOST nor DB_PORT set): then the defaults are not that suite's database.
-    None when a server is named, or no local suite runs. The run directory is found as
-    scripts/local_suite.sh finds it: QUAINT_RUN_DIR (relative to the repository), else .run."""
-    names = {key.upper() for key in environ}
-    if {"DB_HOST", "DB_PORT"} & names:
-        return None
-    run_dir = root / (environ.get("QUAINT_RUN_DIR") or ".run")
-    suite_env = run_dir / SUITE_ENV
-    if not suite_env.exists():
-        return None
-    try:
-        values = dict(line.split("=", 1) for line in suite_env.read_text().splitlines() if "=" in line)
-    except PermissionError:
-        return run_dir  # another user's suite (mode 600): it runs, but it is not ours to read
-    try:
-        with socket.create_connection((values["DB_HOST"], int(values["DB_PORT"])), timeout=2):
-            return run_dir
-    except (KeyError, ValueError, OSError):
-        return None  # left behind by a suite that is not running any more
 
 
 def parse_args(argv: list[str] | None, settings: Settings) -> argparse.Namespace:
@@ -131,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, settings)
     run_dir = running_local_suite(os.environ)
     if run_dir is not None:
-        print(
-            f"ml_example: DB_HOST and DB_PORT are not set, and the local suite in {run_dir} runs on a "
-            'port of its own: run  eval "$(scripts/local_suite.sh env)"  first (or set DB_HOST and DB_PORT)',
-            file=sys.stderr,
-        )
+        print(refusal("ml_example", run_dir), file=sys.stderr)
         return 2
     try:
         result = asyncio.run(latest_features(settings, args.symbol, args.feature_version, args.max_age_s))
