@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import aiohttp
@@ -32,6 +33,8 @@ from quaint.service.lifecycle import (
     DataOriginMismatch,
     open_resources,
 )
+from quaint.service.logging import configure_logging
+from quaint.service.terminal import StatusLine
 from quaint.store.errors import describe
 
 log = structlog.get_logger(__name__)
@@ -64,26 +67,38 @@ def render_progress(task: RangeTask, now: float, *, tty: bool) -> str:
     )
 
 
-async def _watch(task: RangeTask, out: TextIO, tty: bool, interval: float) -> None:
+async def _watch(task: RangeTask, draw: Callable[[str], None], tty: bool, interval: float) -> None:
     last = float("-inf")
     while not task.done:
         if time.monotonic() - last >= interval:
             last = time.monotonic()
-            out.write(render_progress(task, last, tty=tty))
-            out.flush()
+            draw(render_progress(task, last, tty=tty))
         await asyncio.sleep(0.05)  # polls the in-memory task; prints every ``interval``
 
 
-async def _backfill(handler: GapHandler, symbol: str, rng: MinuteRange, out: TextIO) -> RangeTask:
-    """``rng`` of ``symbol`` backfilled by the handler's workers, with progress on ``out``."""
+async def _backfill(
+    handler: GapHandler, symbol: str, rng: MinuteRange, out: TextIO, bar: StatusLine | None
+) -> RangeTask:
+    """``rng`` of ``symbol`` backfilled by the handler's workers, with progress on ``out``
+    (on a terminal: ``bar``, which the log lines pass above)."""
+
+    def draw(text: str) -> None:
+        if bar is not None:
+            bar.show(text)
+        else:
+            out.write(text)
+            out.flush()
+
     await handler.fetcher.load_weight_limit(symbol)
     await handler.clock.try_sync(max_attempts=1, only_if="unsynced")  # the range's end: the exchange's now
     runner = asyncio.create_task(handler.backfills.run())
     try:
         task = await handler.backfills.submit_range(symbol, rng)
-        tty = out.isatty()
-        await _watch(task, out, tty, 0.2 if tty else 5.0)
-        out.write(render_progress(task, time.monotonic(), tty=tty) + ("\n" if tty else ""))
+        tty = bar is not None
+        await _watch(task, draw, tty, 0.2 if tty else 5.0)
+        draw(render_progress(task, time.monotonic(), tty=tty))
+        if bar is not None:
+            bar.finish()
     finally:
         handler.backfills.stop()
         await runner
@@ -131,7 +146,15 @@ async def run_backfill(
         except DataOriginMismatch as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        task = await _backfill(handler, symbol, rng, out)
+        bar = None
+        if out.isatty():
+            bar = StatusLine(out)
+            configure_logging(settings.log_level, settings.log_format, stream=bar.above(sys.stderr))
+        try:
+            task = await _backfill(handler, symbol, rng, out, bar)
+        finally:
+            if bar is not None:
+                configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
     note = f" ({task.error})" if task.error else ""
     print(
         f"{task.state}: {task.recovered} candles recovered, "
