@@ -119,7 +119,10 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> int | None:
 
 def base_env() -> dict[str, str]:
     # No stray settings from the caller's shell leak into a measured service.
-    prefixes = ("DB_", "FEEDER_", "BATCH_", "BOOK_TICKER_", "SIM_", "GAP_HANDLER_", "USE_UVLOOP", "SYMBOLS")
+    prefixes = (
+        *("DB_", "FEEDER_", "BATCH_", "BOOK_TICKER_", "SIM_", "GAP_HANDLER_", "ARCHIVE_"),
+        *("USE_UVLOOP", "SYMBOLS"),
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(LOG_FORMAT="json", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     return env
@@ -161,7 +164,9 @@ def feeder(
 def gap_handler(
     db_url: str, sim: Service, symbols: list[str], **settings: str
 ) -> contextlib.AbstractContextManager[Service]:
-    return _service("gap_handler", db_url, sim, symbols, settings)
+    # REST benchmarks measure REST: archives only where a benchmark asks (from the simulator).
+    defaults = {"ARCHIVE_ENABLED": "false", "ARCHIVE_BASE_URL": sim.base}
+    return _service("gap_handler", db_url, sim, symbols, {**defaults, **settings})
 
 
 # ---- metrics ----

@@ -6,6 +6,7 @@ import os
 import sys
 
 from gap_handler import service
+from gap_handler.bootstrap import run_bootstrap
 from gap_handler.cli import run_backfill
 from gap_handler.settings import GapHandlerSettings
 from quaint.service.clock import NowMs
@@ -15,7 +16,10 @@ from quaint.service.logging import configure_logging
 from quaint.service.runtime import run
 from quaint.service.settings import load_settings
 
-USAGE = "usage: python -m gap_handler [backfill --symbol SYMBOL --since TIME [--until TIME]]"
+USAGE = (
+    "usage: python -m gap_handler [backfill --symbol SYMBOL --since TIME [--until TIME]"
+    " | bootstrap --symbols SYM1,SYM2 --since TIME [--until TIME]]"
+)
 
 
 def main(argv: list[str] | None = None, *, now_ms: NowMs | None = None) -> int:
@@ -31,6 +35,8 @@ def main(argv: list[str] | None = None, *, now_ms: NowMs | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format, stream=sys.stderr if args else None)
     if args and args[0] == "backfill":
         return run(lambda: run_backfill(settings, args[1:], now_ms=now_ms), use_uvloop=settings.use_uvloop)
+    if args and args[0] == "bootstrap":
+        return run(lambda: run_bootstrap(settings, args[1:], now_ms=now_ms), use_uvloop=settings.use_uvloop)
     if args:
         print(USAGE, file=sys.stderr)
         return EXIT_BAD_CONFIG

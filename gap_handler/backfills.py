@@ -21,6 +21,8 @@ import orjson
 import structlog
 
 from gap_handler import store
+from gap_handler.archive_fill import ArchiveFill
+from gap_handler.core.archive_plan import archive_units
 from gap_handler.core.intervals import (
     DAY_MS,
     MinuteRange,
@@ -82,6 +84,8 @@ class Backfills:
         self.tasks: dict[str, RangeTask] = {}
         # Called when a unit of a requested range ends (decided, or cut short by stop()).
         self.on_task_update: Callable[[RangeTask], Awaitable[None]] | None = None
+        # Archives first for history (set by the assembly when ARCHIVE_ENABLED), REST for the rest.
+        self.archive: ArchiveFill | None = None
         self.stopping = False
         self.backfills_completed = 0
         self.candles_recovered = 0
@@ -246,7 +250,21 @@ class Backfills:
 
     def units_of(self, holes: list[MinuteRange]) -> list[MinuteRange]:
         minutes = self.settings.backfill_batch_size * self.settings.unit_max_pages
-        return [u for h in holes for u in split_units(h, minutes)]
+        files: list[MinuteRange] = []
+        if self.archive is not None:
+            # One unit per archive file: a unit downloads its file once, whatever its size.
+            files, holes = self._archive_units(holes)
+        return sorted([*files, *(u for h in holes for u in split_units(h, minutes))])
+
+    def _archive_units(self, holes: list[MinuteRange]) -> tuple[list[MinuteRange], list[MinuteRange]]:
+        s = self.settings
+        return archive_units(holes, self.now_ms(), s.archive_lag_days, s.backfill_batch_size)
+
+    async def _from_archives(self, symbol: str, parts: list[MinuteRange]) -> tuple[int, list[MinuteRange]]:
+        """What archives hold of ``parts``: (rows written, what is left for REST)."""
+        if self.archive is None or not parts:
+            return 0, parts
+        return await self.archive.fill(symbol, parts, stopping=lambda: self.stopping)
 
     def launch(self, task: RangeTask, holes: list[MinuteRange]) -> None:
         """Queue a started (or resumed) task's holes ahead of the scan's own work."""
@@ -309,7 +327,11 @@ class Backfills:
             # or another unit stored since is not fetched again. A requested range counts
             # the minutes already there as decided.
             parts = await self._still_missing(symbol, unit)
+            imported, parts = await self._from_archives(symbol, parts)
+            recovered += imported
             decided = unit.minutes - total_minutes(parts)
+            if task is not None and imported:
+                task.progress(unit, decided)
             complete = True
             for part in parts:
                 progress = None if task is None else self._progress_of(task, unit, decided)

@@ -26,6 +26,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from gap_handler.api import GAP_HANDLER_KEY, ROUTES
+from gap_handler.archive_fill import ArchiveFill
 from gap_handler.backfills import Backfills
 from gap_handler.background import NotifyListener, run_daily_jobs
 from gap_handler.core.exchange_clock import ExchangeClock
@@ -95,6 +96,8 @@ class GapHandler:
             self.pool, self.fetcher, self.metrics, batch_size=s.backfill_batch_size, clock=self.clock
         )
         self.backfills = Backfills(s, self.pool, self.engine, self.fetcher, self.metrics, clock=self.clock)
+        if s.archive_enabled:
+            self.backfills.archive = ArchiveFill(s, self.pool, resources.session, self.fetcher, self.now_ms)
         self.requests = DurableRequests(self.backfills, self.pool)  # the API's backfill requests, stored
         self.listener = NotifyListener(
             connect_kwargs(s),

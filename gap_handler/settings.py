@@ -49,6 +49,15 @@ class GapHandlerSettings(Settings):
     # SIGTERM: how long in-flight pages may take to finish before they are cancelled.
     shutdown_deadline_s: float = Field(default=10.0, gt=0, le=600)
 
+    # History from Binance's public archives (data.binance.vision): monthly files for past
+    # months, daily files for this month; REST for the last ARCHIVE_LAG_DAYS days (files are
+    # published a day or more late) and for whatever an archive lacks. False: REST only.
+    archive_enabled: bool = True
+    archive_base_url: str = "https://data.binance.vision"
+    # Archive files downloaded at once (each is spooled and parsed in bounded memory).
+    archive_concurrency: int = Field(default=4, ge=1, le=32)
+    archive_lag_days: int = Field(default=2, ge=0, le=31)
+
     # Bearer token for POST /backfills; unset = the endpoint is disabled. Never logged.
     admin_token: SecretStr | None = None
 

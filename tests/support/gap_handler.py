@@ -42,6 +42,9 @@ def settings_for(db_url: str, rest_url: str, **overrides: Any) -> GapHandlerSett
         "gap_handler_port": 0,
         "log_format": "json",
         "use_uvloop": False,
+        # The REST path unless a test asks for archives (the simulator serves them at rest_url).
+        "archive_enabled": False,
+        "archive_base_url": rest_url,
     }
     values.update(overrides)
     return GapHandlerSettings.model_validate(values)
