@@ -31,10 +31,12 @@ from gap_handler.backfills import Backfills
 from gap_handler.background import NotifyListener, run_daily_jobs
 from gap_handler.core.exchange_clock import ExchangeClock
 from gap_handler.core.health import HealthInputs, build_health
+from gap_handler.core.klines import ClientBuckets
 from gap_handler.core.rate import RateGate
 from gap_handler.durable import DurableRequests
 from gap_handler.engine import Engine
 from gap_handler.fetcher import Fetcher
+from gap_handler.klines_api import KLINES_ROUTES
 from gap_handler.metrics import GapMetrics
 from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
@@ -99,6 +101,7 @@ class GapHandler:
         if s.archive_enabled:
             self.backfills.archive = ArchiveFill(s, self.pool, resources.session, self.fetcher, self.now_ms)
         self.requests = DurableRequests(self.backfills, self.pool)  # the API's backfill requests, stored
+        self.klines_buckets = ClientBuckets(s.klines_api_rate_per_s, s.klines_api_burst)  # the read API's
         self.listener = NotifyListener(
             connect_kwargs(s),
             self.backfills.on_notify,
@@ -197,5 +200,5 @@ def spec(
         assemble=build,
         registry=registry,
         shutdown_deadline_s=settings.shutdown_deadline_s,
-        routes=ROUTES,
+        routes=[*ROUTES, *KLINES_ROUTES],
     )

@@ -58,6 +58,11 @@ class GapHandlerSettings(Settings):
     archive_concurrency: int = Field(default=4, ge=1, le=32)
     archive_lag_days: int = Field(default=2, ge=0, le=31)
 
+    # The read API (GET /api/v3/klines and friends): per client address, requests per
+    # second and the burst a client may spend at once; beyond them 429 (-1003, Retry-After).
+    klines_api_rate_per_s: float = Field(default=20.0, gt=0, le=10_000)
+    klines_api_burst: int = Field(default=40, ge=1, le=100_000)
+
     # Bearer token for POST /backfills; unset = the endpoint is disabled. Never logged.
     admin_token: SecretStr | None = None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 import asyncpg
 
@@ -44,15 +45,16 @@ class Bar:
     symbol: str
     open_time: int
     close_time: int
-    open: object
-    high: object
-    low: object
-    close: object
-    volume: object
-    quote_asset_volume: object
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    # NULL when every minute of the bucket lacks them (candles_1m allows NULL there).
+    quote_asset_volume: Decimal | None
     number_of_trades: int | None
-    taker_buy_base_asset_volume: object
-    taker_buy_quote_asset_volume: object
+    taker_buy_base_asset_volume: Decimal | None
+    taker_buy_quote_asset_volume: Decimal | None
     minutes: int
 
 
@@ -87,21 +89,32 @@ async def refresh_rollups(conn: asyncpg.Connection, start_ms: int, end_ms: int) 
 
 
 async def fetch_bars(
-    conn: asyncpg.Connection, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int
+    conn: asyncpg.Connection,
+    symbol: str,
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+    *,
+    newest: bool = False,
 ) -> list[Bar]:
     """Up to ``limit`` stored bars of ``symbol`` at ``interval`` (a key of ROLLUPS) with open
-    time in [start_ms, end_ms], oldest first. Missing buckets are missing."""
+    time in [start_ms, end_ms], oldest first: the oldest ones, or the newest ones when
+    ``newest`` (Binance's rule without a startTime). Missing buckets are missing."""
     rel, width = ROLLUPS[interval]
     minutes = "1" if interval == "1m" else "minutes"
     rows = await conn.fetch(
         f"""SELECT time, open, high, low, close, volume, quote_asset_volume, number_of_trades,
                    taker_buy_base_asset_volume, taker_buy_quote_asset_volume, {minutes} AS minutes
-            FROM {rel} WHERE symbol = $1 AND time >= $2 AND time <= $3 ORDER BY time LIMIT $4""",
+            FROM {rel} WHERE symbol = $1 AND time >= $2 AND time <= $3
+            ORDER BY time {"DESC" if newest else ""} LIMIT $4""",
         symbol,
         ms_to_datetime(start_ms),
         ms_to_datetime(end_ms),
         limit,
     )
+    if newest:
+        rows.reverse()
     w = int(width.total_seconds() * 1000)
     out = []
     for r in rows:
