@@ -148,6 +148,7 @@ fi
 step "venv" ensure_venv
 export PATH="$VENV/bin:$PATH"
 step "ruff" ruff check .
+step "ruff format" ruff format --check .
 step "mypy" mypy
 if [[ $STRESS == 1 ]]; then
   start_stress

@@ -194,13 +194,19 @@ async def notify_latency(db_url: str, sim: Service, gh: Service, rounds: int = N
             end = start + HOLE_MINUTES * MINUTE_MS
             await conn.execute(
                 "DELETE FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3",
-                SYMBOL, ms_to_datetime(start), ms_to_datetime(end),
-            )  # fmt: skip
+                SYMBOL,
+                ms_to_datetime(start),
+                ms_to_datetime(end),
+            )
             before = await asyncio.to_thread(klines_count, sim)
             event = QualityEvent(
-                "gap_detected", symbol=SYMBOL, gap_start=ms_to_datetime(start),
-                gap_end=ms_to_datetime(end - MINUTE_MS), candles_missing=HOLE_MINUTES, source="ws",
-            )  # fmt: skip
+                "gap_detected",
+                symbol=SYMBOL,
+                gap_start=ms_to_datetime(start),
+                gap_end=ms_to_datetime(end - MINUTE_MS),
+                candles_missing=HOLE_MINUTES,
+                source="ws",
+            )
             await log_event(conn, event)
             sent = time.perf_counter()
             deadline = sent + 60
@@ -261,11 +267,16 @@ def run(rate: float, sim_weight_limit: int, days: int, *, db_path: bool = False)
         verdict = asyncio.run(check(url, sim, window_start))
         ceiling = asyncio.run(db_path_ceiling(url)) if db_path else None
     return Run(
-        rate=rate, candles=int(body["candles_recovered"]), seconds=done - ready,
+        rate=rate,
+        candles=int(body["candles_recovered"]),
+        seconds=done - ready,
         seconds_from_spawn=done - spawned,
         klines_requests=int(stats["requests_by_path"].get("/api/v3/klines", 0)),
-        max_requests_1s=int(stats["max_requests_1s"]), cpu=cpu, check=verdict, notify_to_request_s=notify,
-    ), ceiling  # fmt: skip
+        max_requests_1s=int(stats["max_requests_1s"]),
+        cpu=cpu,
+        check=verdict,
+        notify_to_request_s=notify,
+    ), ceiling
 
 
 def report(label: str, r: Run) -> None:

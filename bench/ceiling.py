@@ -26,11 +26,15 @@ def book_ticks(n: int, symbols: int = 5) -> list[BookTick]:
         bid = Decimal(60000_00000000 + i * 37 % 1_000_000) / 100_000_000 * 10_000
         out.append(
             BookTick(
-                f"SYM{i % symbols}USDT", 800_000_000 + i, bid.quantize(Decimal("0.00000001")),
-                Decimal("1.23400000"), (bid + Decimal("0.01")).quantize(Decimal("0.00000001")),
-                Decimal("0.56700000"), T0 + i,
+                f"SYM{i % symbols}USDT",
+                800_000_000 + i,
+                bid.quantize(Decimal("0.00000001")),
+                Decimal("1.23400000"),
+                (bid + Decimal("0.01")).quantize(Decimal("0.00000001")),
+                Decimal("0.56700000"),
+                T0 + i,
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -44,10 +48,22 @@ def psql_copy_rows_per_s(url: str, ticks: list[BookTick]) -> float:
     parts = urlsplit(url)
     env = {**os.environ, "PGPASSWORD": parts.password or ""}
     cmd = [
-        "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", parts.hostname or "127.0.0.1",
-        "-p", str(parts.port or 5432), "-U", parts.username or "postgres", "-d", parts.path.lstrip("/"),
-        "-c", f"\\copy book_ticker FROM '{path}' WITH (FORMAT csv)",
-    ]  # fmt: skip
+        "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        parts.hostname or "127.0.0.1",
+        "-p",
+        str(parts.port or 5432),
+        "-U",
+        parts.username or "postgres",
+        "-d",
+        parts.path.lstrip("/"),
+        "-c",
+        f"\\copy book_ticker FROM '{path}' WITH (FORMAT csv)",
+    ]
     try:
         started = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, timeout=600)

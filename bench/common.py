@@ -49,8 +49,11 @@ def durable_cluster(database: str = "btc_ml_production") -> Iterator[str]:
     try:
         out = subprocess.run(
             [str(CLUSTER_SCRIPT), "start", "--dir", datadir, "--db", database],
-            check=True, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         url = out.stdout.strip().splitlines()[-1]
         try:
             yield url

@@ -77,9 +77,15 @@ def wait_history(url: str, symbols: int, days: int, within: float) -> float:
 
 
 def phase(
-    url: str, symbols: list[str], sim_args: list[str], feeder_env: dict[str, str], history_days: int,
-    settle: float, seconds: float, wait_for_history: bool,
-) -> dict[str, Usage]:  # fmt: skip
+    url: str,
+    symbols: list[str],
+    sim_args: list[str],
+    feeder_env: dict[str, str],
+    history_days: int,
+    settle: float,
+    seconds: float,
+    wait_for_history: bool,
+) -> dict[str, Usage]:
     asyncio.run(sv.reset_database(url, ("book_ticker", "candles_1m", "feature_cache", "data_quality_logs")))
     with (
         sv.simulator(symbols, *sim_args) as sim,
@@ -108,9 +114,15 @@ def main() -> None:
         idle = phase(url, symbols, [], {}, 1, args.settle, args.seconds, wait_for_history=True)
         print(f"  idle phase done; load {sv.loadavg()}")
         loaded = phase(
-            url, symbols, ["--firehose"], {"BOOK_TICKER_MODE": "all"}, 30, args.settle, args.seconds,
+            url,
+            symbols,
+            ["--firehose"],
+            {"BOOK_TICKER_MODE": "all"},
+            30,
+            args.settle,
+            args.seconds,
             wait_for_history=False,
-        )  # fmt: skip
+        )
         print(f"  loaded phase done; load {sv.loadavg()}")
     for name in ("feeder", "gap_handler"):
         i, lo = idle[name], loaded[name]

@@ -74,10 +74,12 @@ class SimSettings(BaseSettings):
     )
     firehose: bool = False
     firehose_book_per_kline: int = Field(
-        1, ge=1, le=10_000,
+        1,
+        ge=1,
+        le=10_000,
         description="firehose mix: bookTicker frames per (open) kline frame; 1 alternates them, as a worst"
         " case (real kline_1m streams update every 2 s, a liquid bookTicker many times a second)",
-    )  # fmt: skip
+    )
     final_delay_ms: int = Field(
         1400, ge=0, le=30_000, description="simulated ms between close time and x:true"
     )

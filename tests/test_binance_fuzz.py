@@ -91,16 +91,27 @@ def candles(draw: st.DrawFn) -> Candle:
     o, cl = draw(st.permutations([b, c]))
     t = draw(st.integers(0, 70_000_000)) * 60_000  # up to ~2103: ms, not µs
     return Candle(
-        "BTCUSDT", t, t + 59_999, o, d, a, cl, draw(prices), draw(prices), draw(st.integers(0, 10**6)),
-        draw(prices), draw(prices),
-    )  # fmt: skip
+        "BTCUSDT",
+        t,
+        t + 59_999,
+        o,
+        d,
+        a,
+        cl,
+        draw(prices),
+        draw(prices),
+        draw(st.integers(0, 10**6)),
+        draw(prices),
+        draw(prices),
+    )
 
 
 @settings(max_examples=500, deadline=None)
 @given(candles(), st.booleans())
 def test_valid_payloads_round_trip_exactly(candle: Candle, closed: bool) -> None:
-    payload = kline_event_payload(candle, event_time=candle.close_time + 1, is_closed=closed,
-                                  first_trade_id=1, last_trade_id=2)  # fmt: skip
+    payload = kline_event_payload(
+        candle, event_time=candle.close_time + 1, is_closed=closed, first_trade_id=1, last_trade_id=2
+    )
     event = decode_frame(orjson.dumps(combined("btcusdt@kline_1m", payload)), 0).event
     assert isinstance(event, KlineEvent)
     assert event.candle == candle

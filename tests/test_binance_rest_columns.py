@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from quaint.binance.errors import ProtocolError
-from quaint.binance.models import KlineColumns
+from quaint.binance.models import Candle, KlineColumns
 from quaint.binance.parse import parse_book_ticker, parse_rest_klines
 from quaint.binance.rest_parse import parse_rest_kline_columns
 from quaint.store.candles import upsert_candles, upsert_kline_columns
@@ -42,8 +42,12 @@ odd = st.one_of(
 decimal_text = plain | odd
 junk = st.one_of(
     st.sampled_from(["", "NaN", "-1", "Infinity", "-inf", "1e", "abc", "1..2", "0x10", "1,5", "٫5"]),
-    st.floats(allow_nan=True), st.integers(-5, 5), st.none(), st.booleans(), st.text(max_size=8),
-)  # fmt: skip
+    st.floats(allow_nan=True),
+    st.integers(-5, 5),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=8),
+)
 
 
 @st.composite
@@ -76,7 +80,7 @@ def _value(text: str) -> Decimal | None:
 
 def both(body: Any) -> tuple[Any, Any]:
     """(result or ProtocolError) of each path."""
-    out = []
+    out: list[list[Candle] | KlineColumns | ProtocolError] = []
     for parse in (parse_rest_klines, parse_rest_kline_columns):
         try:
             out.append(parse(body, "BTCUSDT"))
@@ -139,10 +143,14 @@ async def test_columns_and_candles_store_identical_rows(db_pool: asyncpg.Pool, b
         assert await upsert_kline_columns(conn, parse_rest_kline_columns(body, a), "rest") == 0
         assert await upsert_kline_columns(conn, parse_rest_kline_columns([], b), "rest") == 0
         got = {
-            s: [tuple(r)[1:] for r in await conn.fetch(f"SELECT {COLUMNS} FROM candles_1m WHERE symbol = $1"
-                                                        " ORDER BY time", s)]
+            s: [
+                tuple(r)[1:]
+                for r in await conn.fetch(
+                    f"SELECT {COLUMNS} FROM candles_1m WHERE symbol = $1 ORDER BY time", s
+                )
+            ]
             for s in (a, b)
-        }  # fmt: skip
+        }
     assert got[a] == got[b] and len(got[a]) == len(body)
 
 

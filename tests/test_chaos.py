@@ -91,10 +91,13 @@ def service_env(extra: dict[str, str]) -> dict[str, str]:
 def db_env(db_url: str) -> dict[str, str]:
     p = urlsplit(db_url)
     return {
-        "DB_HOST": p.hostname or "127.0.0.1", "DB_PORT": str(p.port or 5432),
-        "DB_USER": unquote(p.username or "postgres"), "DB_PASSWORD": unquote(p.password or ""),
-        "DB_NAME": unquote(p.path.lstrip("/")), "DB_CONNECT_TIMEOUT_S": "60",
-    }  # fmt: skip
+        "DB_HOST": p.hostname or "127.0.0.1",
+        "DB_PORT": str(p.port or 5432),
+        "DB_USER": unquote(p.username or "postgres"),
+        "DB_PASSWORD": unquote(p.password or ""),
+        "DB_NAME": unquote(p.path.lstrip("/")),
+        "DB_CONNECT_TIMEOUT_S": "60",
+    }
 
 
 @dataclass
@@ -150,31 +153,57 @@ class ChaosRun:
         common = {"SYMBOLS": ",".join(cfg.symbols), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
         self.gh_port = free_port()
         self.gap_handler = ServiceProcess(
-            "gap_handler", [sys.executable, "-m", "tests.support.chaos", "gap-handler"],
-            service_env({
-                **common, **db_env(db_url), "QUAINT_CHAOS_CLOCK_FILE": str(self.clock_file),
-                "BINANCE_REST_URL": sim.rest_url, "GAP_HANDLER_HOST": "127.0.0.1",
-                "GAP_HANDLER_PORT": str(self.gh_port),
-                "HISTORY_DAYS": str(math.ceil((cfg.minutes * MINUTE_MS + END_MARGIN_MS) / 86_400_000) + 1),
-                "RATE_LIMIT_REQUESTS_PER_SEC": "200", "BACKFILL_CHECK_INTERVAL_S": "0.5",
-                "FULL_SCAN_INTERVAL_S": "10", "GAP_DETECTION_THRESHOLD_S": str(GAP_THRESHOLD_S),
-                "RETRY_INITIAL_S": "0.1", "RETRY_CAP_S": "1", "REST_TIMEOUT_S": "5",
-                "SHUTDOWN_DEADLINE_S": "2",
-            }),
-            work / "gap_handler.log", ROOT,
-        )  # fmt: skip
+            "gap_handler",
+            [sys.executable, "-m", "tests.support.chaos", "gap-handler"],
+            service_env(
+                {
+                    **common,
+                    **db_env(db_url),
+                    "QUAINT_CHAOS_CLOCK_FILE": str(self.clock_file),
+                    "BINANCE_REST_URL": sim.rest_url,
+                    "GAP_HANDLER_HOST": "127.0.0.1",
+                    "GAP_HANDLER_PORT": str(self.gh_port),
+                    "HISTORY_DAYS": str(
+                        math.ceil((cfg.minutes * MINUTE_MS + END_MARGIN_MS) / 86_400_000) + 1
+                    ),
+                    "RATE_LIMIT_REQUESTS_PER_SEC": "200",
+                    "BACKFILL_CHECK_INTERVAL_S": "0.5",
+                    "FULL_SCAN_INTERVAL_S": "10",
+                    "GAP_DETECTION_THRESHOLD_S": str(GAP_THRESHOLD_S),
+                    "RETRY_INITIAL_S": "0.1",
+                    "RETRY_CAP_S": "1",
+                    "REST_TIMEOUT_S": "5",
+                    "SHUTDOWN_DEADLINE_S": "2",
+                }
+            ),
+            work / "gap_handler.log",
+            ROOT,
+        )
         self.feeder = ServiceProcess(
-            "feeder", [sys.executable, "-m", "feeder"],
-            service_env({
-                **common, **db_env(db_url), "BINANCE_WS_URL": sim.ws_url, "FEEDER_HOST": "127.0.0.1",
-                "FEEDER_PORT": str(free_port()), "WEBSOCKET_RECONNECT_INTERVAL_S": "0.1",
-                "WEBSOCKET_RECONNECT_MAX_S": "1", "WS_OPEN_TIMEOUT_S": "5", "STALE_STREAM_TIMEOUT_S": "2",
-                "GAP_DETECTION_THRESHOLD_S": str(GAP_THRESHOLD_S), "BATCH_TIMEOUT_MS": "100",
-                "FEATURE_CACHE_INTERVAL_S": "2", "DB_RETRY_INTERVAL_S": "0.2", "DB_RETRY_MAX_S": "1",
-                "SHUTDOWN_FLUSH_TIMEOUT_S": "10",
-            }),
-            work / "feeder.log", ROOT,
-        )  # fmt: skip
+            "feeder",
+            [sys.executable, "-m", "feeder"],
+            service_env(
+                {
+                    **common,
+                    **db_env(db_url),
+                    "BINANCE_WS_URL": sim.ws_url,
+                    "FEEDER_HOST": "127.0.0.1",
+                    "FEEDER_PORT": str(free_port()),
+                    "WEBSOCKET_RECONNECT_INTERVAL_S": "0.1",
+                    "WEBSOCKET_RECONNECT_MAX_S": "1",
+                    "WS_OPEN_TIMEOUT_S": "5",
+                    "STALE_STREAM_TIMEOUT_S": "2",
+                    "GAP_DETECTION_THRESHOLD_S": str(GAP_THRESHOLD_S),
+                    "BATCH_TIMEOUT_MS": "100",
+                    "FEATURE_CACHE_INTERVAL_S": "2",
+                    "DB_RETRY_INTERVAL_S": "0.2",
+                    "DB_RETRY_MAX_S": "1",
+                    "SHUTDOWN_FLUSH_TIMEOUT_S": "10",
+                }
+            ),
+            work / "feeder.log",
+            ROOT,
+        )
 
     # ---- clock ------------------------------------------------------------------------------
 
@@ -182,9 +211,12 @@ class ChaosRun:
         self.sim.clock.set(speed=speed)
         state = self.sim.clock.state
         write_clock(
-            self.clock_file, start_ms=state.start_ms, speed=state.speed, wall_origin=state.wall_origin,
+            self.clock_file,
+            start_ms=state.start_ms,
+            speed=state.speed,
+            wall_origin=state.wall_origin,
             lag_ms=LAG_MS,
-        )  # fmt: skip
+        )
 
     async def until_sim(self, ms: int) -> None:
         """The scheduler's wait: until the simulated clock reaches ``ms`` (a crashed fault
@@ -316,9 +348,12 @@ class ChaosRun:
     async def gap_handler_idle(self) -> bool:
         h = await self.gap_handler_health()
         return (
-            h is not None and h.get("last_scan_at") is not None and h.get("database_status") == "connected"
-            and h["backfills_queued"] == 0 and h["backfills_in_flight"] == 0
-        )  # fmt: skip
+            h is not None
+            and h.get("last_scan_at") is not None
+            and h.get("database_status") == "connected"
+            and h["backfills_queued"] == 0
+            and h["backfills_in_flight"] == 0
+        )
 
     async def wait_gap_handler_idle(self, within: float, what: str) -> None:
         deadline = time.monotonic() + within
@@ -352,8 +387,10 @@ class ChaosRun:
             for sym in self.cfg.symbols:
                 n = await conn.fetchval(
                     "SELECT count(*) FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3",
-                    sym, ms_to_datetime(self.t0), ms_to_datetime(self.t_end),
-                )  # fmt: skip
+                    sym,
+                    ms_to_datetime(self.t0),
+                    ms_to_datetime(self.t_end),
+                )
                 rows = await conn.fetchval(
                     "SELECT count(*) FROM data_quality_logs WHERE event_type = 'gap_unrecoverable'"
                     " AND symbol = $1",
@@ -396,8 +433,10 @@ class ChaosRun:
                 sources = await conn.fetch(
                     "SELECT source, count(*) AS n FROM candles_1m WHERE symbol = $1 AND time >= $2"
                     " AND time < $3 GROUP BY source",
-                    sym, ms_to_datetime(self.t0), ms_to_datetime(self.t_end),
-                )  # fmt: skip
+                    sym,
+                    ms_to_datetime(self.t0),
+                    ms_to_datetime(self.t_end),
+                )
                 by_source = {r["source"]: r["n"] for r in sources}
                 c.from_ws, c.from_rest = by_source.get("ws", 0), by_source.get("rest", 0)
                 rows = await conn.fetch(
@@ -474,11 +513,26 @@ class ChaosRun:
             )
         gh = self.gap_handler.log_events()
         fd = self.feeder.log_events()
-        lines.append("gap_handler saw: " + ", ".join(f"{k}={gh.get(k, 0)}" for k in (
-            "rest_rate_limited", "rest_ip_banned", "rest_retry", "backfill_gave_up", "scan_failed",
-            "backfill_db_lost", "gap_unrecoverable", "backfill_checkpointed")))  # fmt: skip
-        lines.append("feeder log events: " + ", ".join(
-            f"{k}={n}" for k, n in sorted(fd.items(), key=lambda kv: -kv[1])[:14]))  # fmt: skip
+        lines.append(
+            "gap_handler saw: "
+            + ", ".join(
+                f"{k}={gh.get(k, 0)}"
+                for k in (
+                    "rest_rate_limited",
+                    "rest_ip_banned",
+                    "rest_retry",
+                    "backfill_gave_up",
+                    "scan_failed",
+                    "backfill_db_lost",
+                    "gap_unrecoverable",
+                    "backfill_checkpointed",
+                )
+            )
+        )
+        lines.append(
+            "feeder log events: "
+            + ", ".join(f"{k}={n}" for k, n in sorted(fd.items(), key=lambda kv: -kv[1])[:14])
+        )
         stats = self.sim.stats.snapshot(self.sim.clock.wall())
         lines.append(
             f"simulator: REST by status {stats['requests_by_status']}, ws connections"
@@ -499,8 +553,10 @@ class ChaosRun:
         out = list(self.errors)
         for sym, c in self.counts.items():
             if c.missing or c.extra or c.differing or c.duplicates:
-                out.append(f"{sym}: {c.missing} missing, {c.extra} extra, {c.differing} differing,"
-                           f" {c.duplicates} duplicated: {c.examples}")  # fmt: skip
+                out.append(
+                    f"{sym}: {c.missing} missing, {c.extra} extra, {c.differing} differing,"
+                    f" {c.duplicates} duplicated: {c.examples}"
+                )
             if c.unrecoverable_wrong:
                 out.append(f"{sym}: gap_unrecoverable rows: {c.unrecoverable_wrong}")
         if self.unresolved:
@@ -550,8 +606,10 @@ async def cluster(command: str, datadir: str) -> None:
 async def datadir(pg_server: PgServer) -> str | None:
     """The private cluster's data directory, or None (PostgreSQL restarts are then skipped)."""
     if pg_server.source != "local":
-        print(f"NOTE: the PostgreSQL server is {pg_server.source}, not the session's private cluster:"
-              " the pg_restart faults are skipped")  # fmt: skip
+        print(
+            f"NOTE: the PostgreSQL server is {pg_server.source}, not the session's private cluster:"
+            " the pg_restart faults are skipped"
+        )
         return None
     conn = await asyncpg.connect(pg_server.url)
     try:
@@ -569,9 +627,15 @@ async def test_chaos_history_is_complete_and_exact(db_url: str, datadir: str | N
     t0 = now - now % MINUTE_MS - CFG.minutes * MINUTE_MS - END_MARGIN_MS - 86_400_000
     t0 -= t0 % MINUTE_MS
     async with running_simulator(
-        start=t0, speed=0, symbols=list(CFG.symbols), seed=CFG.seed, weight_limit=10_000_000,
-        weight_window_s=1, ban_after=0, ban_s=BAN_S,
-    ) as sim:  # fmt: skip
+        start=t0,
+        speed=0,
+        symbols=list(CFG.symbols),
+        seed=CFG.seed,
+        weight_limit=10_000_000,
+        weight_window_s=1,
+        ban_after=0,
+        ban_s=BAN_S,
+    ) as sim:
         run = ChaosRun(CFG, sim, db_url, datadir, tmp_path)
         try:
             await run.execute()

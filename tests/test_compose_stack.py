@@ -174,8 +174,10 @@ async def test_a_punched_hole_is_backfilled(stack: Stack) -> None:
         hi = lo + 10 * MINUTE_MS
         deleted = await conn.execute(
             "DELETE FROM candles_1m WHERE symbol = $1 AND time >= $2 AND time < $3",
-            symbol, ms_to_datetime(lo), ms_to_datetime(hi),
-        )  # fmt: skip
+            symbol,
+            ms_to_datetime(lo),
+            ms_to_datetime(hi),
+        )
         assert deleted == "DELETE 10"
         deadline = time.monotonic() + 180
         while await conn.fetchval(REST_ROWS, symbol, ms_to_datetime(lo), ms_to_datetime(hi)) < 10:
@@ -201,8 +203,9 @@ async def test_a_feed_gap_is_detected_and_backfilled(stack: Stack) -> None:
         reported = await conn.fetchval(
             "SELECT count(*) FROM data_quality_logs WHERE event_type = 'gap_detected' AND source = 'feeder'"
             " AND symbol = $1 AND gap_start <= $2 AND gap_end >= $2",
-            symbol, ms_to_datetime(lo),
-        )  # fmt: skip
+            symbol,
+            ms_to_datetime(lo),
+        )
         assert reported >= 1, "the feeder did not report the gap"
     finally:
         await conn.close()
@@ -223,7 +226,7 @@ async def test_restarting_the_database_mid_stream_loses_no_candle(stack: Stack) 
 
     def back() -> bool:
         state = stack.container("timescaledb")["State"]
-        return state["StartedAt"] != db_started and state["Health"]["Status"] == "healthy"
+        return bool(state["StartedAt"] != db_started and state["Health"]["Status"] == "healthy")
 
     wait_for("timescaledb healthy again after the restart", back, timeout=180)
     conn = await connect(stack)
@@ -298,9 +301,21 @@ def test_pgadmin_shows_the_server_without_a_password_prompt(stack: Stack) -> Non
 def test_the_project_image_builds_offline_with_buildkit(stack: Stack) -> None:
     # No registry answers here, and the Dockerfile has no "# syntax=" line for BuildKit to resolve.
     done = stack.engine.run(
-        "/usr/bin/docker", "build", "--network", "host", "--progress", "plain", "--target", "feeder",
-        "-t", "quaint2/offline-check:1", str(ROOT), env={"DOCKER_BUILDKIT": "1"}, timeout=900, check=False,
-    )  # fmt: skip
+        "/usr/bin/docker",
+        "build",
+        "--network",
+        "host",
+        "--progress",
+        "plain",
+        "--target",
+        "feeder",
+        "-t",
+        "quaint2/offline-check:1",
+        str(ROOT),
+        env={"DOCKER_BUILDKIT": "1"},
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "docker/dockerfile" not in done.stderr
 
@@ -328,9 +343,13 @@ def test_the_harness_never_uses_this_engine_unasked_and_never_pulls(
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["docker", "1"]
     missing = stack.engine.run(
-        sys.executable, "-c", probe, env={**env, "QUAINT_TEST_DOCKER_IMAGE": "quaint-absent/timescaledb:1"},
-        timeout=120, check=False,
-    )  # fmt: skip
+        sys.executable,
+        "-c",
+        probe,
+        env={**env, "QUAINT_TEST_DOCKER_IMAGE": "quaint-absent/timescaledb:1"},
+        timeout=120,
+        check=False,
+    )
     assert missing.returncode != 0 and "never pulls" in missing.stderr
     assert set(stack.engine.lines("images", "--format", "{{.Repository}}:{{.Tag}}")) == images
     pulls = [e for e in stack.engine.events(since, kind="image") if e["Action"] == "pull"]
@@ -356,9 +375,16 @@ def test_cleanup_keeps_the_data_and_volumes_removes_it(stack: Stack) -> None:
     volumes = [f"{PROJECT}_{v}" for v in ("pgadmin-data", "prometheus-data", "timescaledb-data")]
     assert project_objects(stack, "volume") == volumes
     kept = stack.engine.docker(
-        "run", "--rm", "-v", f"{PROJECT}_timescaledb-data:/data:ro", "quaint-standin/debian:bookworm",
-        "test", "-s", "/data/PG_VERSION", check=False,
-    )  # fmt: skip
+        "run",
+        "--rm",
+        "-v",
+        f"{PROJECT}_timescaledb-data:/data:ro",
+        "quaint-standin/debian:bookworm",
+        "test",
+        "-s",
+        "/data/PG_VERSION",
+        check=False,
+    )
     assert kept.returncode == 0, "the database volume lost its data"
     done = stack.script(str(ROOT / "cleanup.sh"), "--volumes")
     assert done.returncode == 0, done.stderr

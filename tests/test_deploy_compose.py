@@ -147,7 +147,11 @@ def test_ports_and_health_paths_match_the_code(tmp_path: Path) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    routes = {r.resource.canonical for r in create_service_app(CollectorRegistry(), healthy).router.routes()}
+    routes = {
+        r.resource.canonical
+        for r in create_service_app(CollectorRegistry(), healthy).router.routes()
+        if r.resource is not None
+    }
     assert {"/health", "/metrics"} <= routes
     for name, port_var, port, cls in (
         ("data-feeder", "FEEDER_PORT", 8080, feeder.FeederSettings),
@@ -186,8 +190,12 @@ def test_prometheus_scrapes_both_services_on_their_ports() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool missing (Debian: apt-get install --no-install-recommends prometheus)")
-    done = subprocess.run([promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.yml")],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 1 rule files found" in done.stdout  # alerts.yml, resolved next to prometheus.yml
 
@@ -262,8 +270,16 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     lines = [ln for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
     assert lines[0] == "**", "start from nothing and re-include what the build needs"
     included = {ln[1:] for ln in lines if ln.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "quaint", "feeder", "gap_handler", "simulator",
-                        "bench", "timescaledb/init.sql"}  # fmt: skip
+    assert included == {
+        "pyproject.toml",
+        "README.md",
+        "quaint",
+        "feeder",
+        "gap_handler",
+        "simulator",
+        "bench",
+        "timescaledb/init.sql",
+    }
     dockerfile = (ROOT / "Dockerfile").read_text()
     for source in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M):
         assert source in included, f"the Dockerfile copies {source}, which .dockerignore leaves out"

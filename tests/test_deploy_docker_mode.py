@@ -18,7 +18,8 @@ from deploy_env import ROOT, run, stub_env
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return stub_env(tmp_path)
+    env: dict[str, str] = stub_env(tmp_path)
+    return env
 
 
 STRONG = {"DB_PASSWORD": "strong-db-password-0123", "PGADMIN_DEFAULT_PASSWORD": "strong-pgadmin-password-0"}
@@ -128,15 +129,21 @@ def test_bad_pull_policy_and_missing_compose_file(env: dict[str, str]) -> None:
 
 def test_the_seed_names_are_accepted(recorder: tuple[dict[str, str], Path]) -> None:
     env, log = recorder
-    seed = {"POSTGRES_PASSWORD": "seed-password-01234", "POSTGRES_USER": "seed", "POSTGRES_DB": "seed_db",
-            "PGADMIN_DEFAULT_PASSWORD": STRONG["PGADMIN_DEFAULT_PASSWORD"]}  # fmt: skip
+    seed = {
+        "POSTGRES_PASSWORD": "seed-password-01234",
+        "POSTGRES_USER": "seed",
+        "POSTGRES_DB": "seed_db",
+        "PGADMIN_DEFAULT_PASSWORD": STRONG["PGADMIN_DEFAULT_PASSWORD"],
+    }
     Path(env["QUAINT_ENV_FILE"]).write_text("".join(f"{k}={v}\n" for k, v in seed.items()))
     done = run([str(ROOT / "deploy.sh")], env)
     assert done.returncode == 0, done.stderr
     (up,) = calls(log, "up")
     assert (up["env"]["DB_PASSWORD"], up["env"]["DB_USER"], up["env"]["DB_NAME"]) == (
-        "seed-password-01234", "seed", "seed_db",
-    )  # fmt: skip
+        "seed-password-01234",
+        "seed",
+        "seed_db",
+    )
     assert "database seed_db, user seed" in done.stdout
 
 

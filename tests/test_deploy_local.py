@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -271,7 +272,10 @@ def test_ml_example_reads_current_features(suite: Suite) -> None:
 
 
 def status_of(suite: Suite) -> str:
-    return run_script([str(ROOT / "scripts" / "local_suite.sh"), "status"], suite.env, timeout=60).stdout
+    done: subprocess.CompletedProcess[str] = run_script(
+        [str(ROOT / "scripts" / "local_suite.sh"), "status"], suite.env, timeout=60
+    )
+    return done.stdout
 
 
 @pytest.mark.timeout(240)

@@ -87,7 +87,7 @@ async def _seed(pool: asyncpg.Pool) -> datetime:
     """24 h of BTCUSDT candles with one 4-minute hole, ETHUSDT for the last hour, book ticks,
     features and data-quality events. Returns the minute everything is relative to."""
     async with pool.acquire() as conn:
-        now = await conn.fetchval("SELECT date_trunc('minute', now())")
+        now: datetime = await conn.fetchval("SELECT date_trunc('minute', now())")
         candles = []
         for sym, minutes in (("BTCUSDT", range(1, 24 * 60 + 5)), ("ETHUSDT", range(1, 61))):
             for ago in minutes:
@@ -95,9 +95,17 @@ async def _seed(pool: asyncpg.Pool) -> datetime:
                     continue
                 price = Decimal(100 + ago % 7)
                 candles.append(
-                    (sym, now - timedelta(minutes=ago), price, price + 1, price - 1, price, Decimal("2.5"),
-                     "rest" if ago > 120 else "ws")
-                )  # fmt: skip
+                    (
+                        sym,
+                        now - timedelta(minutes=ago),
+                        price,
+                        price + 1,
+                        price - 1,
+                        price,
+                        Decimal("2.5"),
+                        "rest" if ago > 120 else "ws",
+                    )
+                )
         await conn.executemany(
             "INSERT INTO candles_1m (symbol, time, open, high, low, close, volume, source) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -228,7 +228,8 @@ def pgadmin(database: Database, tmp_path: Path) -> Iterator[PgAdmin]:
 @pytest.fixture
 def chromium() -> str:
     """Checked before anything is started: the browser and its driver."""
-    return require_chromium()
+    chromium: str = require_chromium()
+    return chromium
 
 
 @pytest.mark.timeout(300)

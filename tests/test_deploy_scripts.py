@@ -44,7 +44,8 @@ SHELL_SCRIPTS = [
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return stub_env(tmp_path)
+    env: dict[str, str] = stub_env(tmp_path)
+    return env
 
 
 # Sourced by the scripts above (which set -euo pipefail), never run.
@@ -340,7 +341,10 @@ def run_entrypoint(tmp_path: Path, **overrides: str) -> subprocess.CompletedProc
     env = {k: v for k, v in env.items() if v != ""}
     # The command after the entrypoint's own work: prints what the image's /entrypoint.sh would see.
     then = ["sh", "-c", 'echo "next: $PGADMIN_SERVER_JSON_FILE"']
-    return run(["bash", str(ROOT / "pgadmin" / "entrypoint.sh"), *then], env)
+    done: subprocess.CompletedProcess[str] = run(
+        ["bash", str(ROOT / "pgadmin" / "entrypoint.sh"), *then], env
+    )
+    return done
 
 
 def test_entrypoint_renders_servers_and_pgpass(tmp_path: Path) -> None:

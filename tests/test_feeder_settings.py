@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -55,7 +56,7 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
         {"ws_connects_per_second": 6},
     ],
 )
-def test_nonsense_is_refused(values: dict[str, object]) -> None:
+def test_nonsense_is_refused(values: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         FeederSettings(**values)
 

@@ -11,6 +11,8 @@ connect, then lets time run (``sim_and_feeder``), so no minute is lost to start-
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from feeder.core.features import CANDLE_FEATURES
@@ -140,7 +142,7 @@ async def test_three_symbols_fifteen_minutes_match_the_truth(db_url: str) -> Non
     ],
 )
 async def test_rollover_loses_no_minute(
-    db_url: str, feeder: dict[str, float], sim: dict[str, float], reason: str
+    db_url: str, feeder: dict[str, Any], sim: dict[str, Any], reason: str
 ) -> None:
     symbols = ["BTCUSDT", "ETHUSDT"]
     end = FIRST + 9 * MINUTE_MS

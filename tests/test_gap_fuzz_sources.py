@@ -120,9 +120,9 @@ async def test_rest_client_turns_any_answer_into_a_page_or_a_typed_error(
     if error is None:
         assert 200 <= status < 300
         return
-    expected = {429: RateLimited, 418: IpBanned}.get(status)
-    if expected is None:
-        expected = ServerError if status >= 500 else ApiRejected if status >= 400 else MalformedResponse
+    expected: type[RestError] = {429: RateLimited, 418: IpBanned}.get(status) or (
+        ServerError if status >= 500 else ApiRejected if status >= 400 else MalformedResponse
+    )
     assert isinstance(error, expected), (status, error)
     assert not isinstance(error, RateLimited | IpBanned) or error.retry_after >= 0
 
@@ -156,7 +156,10 @@ async def test_scan_finds_exactly_the_missing_minutes(
     symbol = f"FZ{next(_symbols)}USDT"
     punched = {m for start, n in holes for m in range(start, start + n)}
     stored = [m for m in range(SPAN) if m % every == 0 and m not in punched]
-    minute = lambda m: T0 + m * MINUTE_MS  # noqa: E731
+
+    def minute(m: int) -> int:
+        return T0 + m * MINUTE_MS
+
     known = [MinuteRange(minute(s), minute(s + n)) for s, n in outages]
     async with db_pool.acquire() as conn:
         await conn.execute(INSERT, symbol, T0, stored)

@@ -58,8 +58,12 @@ def test_bad_config_exits_with_one_line_per_variable_and_no_traceback() -> None:
     env = {"DB_PORT": "abc", "SYMBOLS": "??", "DB_PASSWORD": "hunter2", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-c", "from quaint.service.settings import *; load_settings(Settings)"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2, proc.stderr
@@ -137,8 +141,12 @@ def test_a_password_conflict_stops_the_service_with_exit_2() -> None:
     env = {"DB_PASSWORD": "hunter2", "POSTGRES_PASSWORD": "hunter3", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-c", "from quaint.service.settings import *; load_settings(Settings)"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "invalid configuration: DB_PASSWORD: POSTGRES_PASSWORD (the seed's name for DB_PASSWORD) is set too, "

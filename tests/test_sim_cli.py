@@ -55,10 +55,24 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_the_documented_command_serves_rest_and_stops_cleanly() -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
-        "--symbols", "BTCUSDT,ETHUSDT", "--speed", "60", "--seed", "7", "--log-format", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--symbols",
+        "BTCUSDT,ETHUSDT",
+        "--speed",
+        "60",
+        "--seed",
+        "7",
+        "--log-format",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20

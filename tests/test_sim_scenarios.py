@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from quaint.binance.models import MINUTE_MS, KlineEvent
+from quaint.binance.models import MINUTE_MS, Candle, KlineEvent
 from quaint.binance.parse import decode_frame, parse_rest_klines
 from simulator.replay import load_csv
 from tests.support.simulator import running_simulator
@@ -41,7 +41,7 @@ async def test_replayed_archive_is_served_and_streamed(tmp_path: Path) -> None:
     async with running_simulator(speed=600, replay_csv=csv, replay_symbol="BTCUSDT", book_rate=0) as sim:
         assert "BTCUSDT" in sim.state.settings.symbols
         async with connect(sim.ws_url + "/ws/btcusdt@kline_1m", proxy=None) as ws, asyncio.timeout(10):
-            finals = []
+            finals: list[Candle] = []
             while len(finals) < 3:
                 event = decode_frame(await ws.recv(), 0).event
                 if isinstance(event, KlineEvent) and event.is_closed:

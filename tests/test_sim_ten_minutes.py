@@ -39,7 +39,11 @@ async def test_ten_minutes_of_stream_equal_truth_and_rest() -> None:
             for symbol in SYMBOLS:
                 candles = closed[symbol]
                 assert [c.open_time for c in candles] == [MINUTE0 + i * MINUTE_MS for i in range(10)]
-                params = {"symbol": symbol, "start": MINUTE0, "end": MINUTE0 + 10 * MINUTE_MS}
+                params: dict[str, str | int] = {
+                    "symbol": symbol,
+                    "start": MINUTE0,
+                    "end": MINUTE0 + 10 * MINUTE_MS,
+                }
                 async with http.get(sim.rest_url + "/_sim/truth", params=params) as resp:
                     truth = parse_rest_klines(await resp.json(loads=orjson.loads), symbol)
                 params = {"symbol": symbol, "interval": "1m", "startTime": MINUTE0, "limit": 10}

@@ -28,7 +28,7 @@ async def sim() -> AsyncIterator[SimHandle]:
 
 async def _client(sim: SimHandle) -> AsyncClient:
     # The documented way to point python-binance elsewhere: a subclass with API_URL.
-    class SimClient(AsyncClient):
+    class SimClient(AsyncClient):  # type: ignore[misc]  # python-binance ships no types
         API_URL = sim.rest_url + "/api"
 
     client: AsyncClient = await SimClient.create()  # pings and reads the server time

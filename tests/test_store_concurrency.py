@@ -26,11 +26,19 @@ LOCK_ROW = "SELECT 1 FROM candles_1m WHERE symbol = 'X' AND time = $1 FOR UPDATE
 def candle(symbol: str, open_ms: int, close: str = "100.5") -> Candle:
     price = Decimal(close)
     return Candle(
-        symbol=symbol, open_time=open_ms, close_time=open_ms + MINUTE_MS - 1, open=price, high=price,
-        low=price, close=price, volume=Decimal("1.25"), quote_asset_volume=Decimal("125.625"),
-        number_of_trades=3, taker_buy_base_asset_volume=Decimal("0.5"),
+        symbol=symbol,
+        open_time=open_ms,
+        close_time=open_ms + MINUTE_MS - 1,
+        open=price,
+        high=price,
+        low=price,
+        close=price,
+        volume=Decimal("1.25"),
+        quote_asset_volume=Decimal("125.625"),
+        number_of_trades=3,
+        taker_buy_base_asset_volume=Decimal("0.5"),
         taker_buy_quote_asset_volume=Decimal("50.25"),
-    )  # fmt: skip
+    )
 
 
 async def chunk_boundary(conn: asyncpg.Connection) -> int:
@@ -39,11 +47,14 @@ async def chunk_boundary(conn: asyncpg.Connection) -> int:
     end = await conn.fetchval(
         "SELECT max(range_end) FROM timescaledb_information.chunks WHERE hypertable_name = 'candles_1m'"
     )
-    assert await conn.fetchval(
-        "SELECT count(*) FROM timescaledb_information.chunks"
-        " WHERE hypertable_name = 'candles_1m' AND range_start >= $1",
-        end,
-    ) == 0  # fmt: skip
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = 'candles_1m' AND range_start >= $1",
+            end,
+        )
+        == 0
+    )
     return datetime_to_ms(end)
 
 

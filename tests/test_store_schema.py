@@ -267,4 +267,4 @@ class _NoTimescale:
 
 async def test_missing_timescaledb_says_how_to_install() -> None:
     with pytest.raises(TimescaleUnavailable, match=r"scripts/pg_cluster\.sh install"):
-        await check_timescaledb(_NoTimescale())  # type: ignore[arg-type]
+        await check_timescaledb(_NoTimescale())

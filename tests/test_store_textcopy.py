@@ -4,6 +4,7 @@ Every decimal must arrive as the same NUMERIC (value and scale) whatever notatio
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from decimal import Decimal
 
@@ -91,16 +92,14 @@ def scale(d: Decimal) -> int:
 
 
 async def test_rewrites_change_only_what_differs_in_value(db_pool: asyncpg.Pool) -> None:
-    c = Candle(
-        "ETHUSDT", T0, T0 + 59_999, *(Decimal("1.50") for _ in range(6)), 3, Decimal("0.5"), Decimal("1")
-    )
-    fields = {f: getattr(c, f) for f in c.__slots__}
+    x = Decimal("1.50")
+    c = Candle("ETHUSDT", T0, T0 + 59_999, x, x, x, x, x, x, 3, Decimal("0.5"), Decimal("1"))
     async with db_pool.acquire() as conn:
         assert await upsert_candles(conn, [c, c], "ws") == 1  # a batch may hold a candle twice
         assert await upsert_candles(conn, [c], "rest") == 0
-        same_value = Candle(**{**fields, "volume": Decimal("1.5")})  # type: ignore[arg-type]
+        same_value = dataclasses.replace(c, volume=Decimal("1.5"))
         assert await upsert_candles(conn, [same_value], "rest") == 0  # 1.5 == 1.50: no change
-        corrected = Candle(**{**fields, "volume": Decimal("2.25")})  # type: ignore[arg-type]
+        corrected = dataclasses.replace(c, volume=Decimal("2.25"))
         assert await upsert_candles(conn, [corrected], "rest") == 1
         assert await upsert_candles(conn, [], "rest") == 0
         row = await conn.fetchrow("SELECT volume::text AS v, source FROM candles_1m")

@@ -3,6 +3,7 @@ quality events, features, and the pool's start-up errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from decimal import Decimal
 
@@ -64,7 +65,7 @@ async def test_same_candle_twice_is_one_row(db_pool: asyncpg.Pool) -> None:
 
 async def test_invalid_candle_is_refused_by_the_schema(db_pool: asyncpg.Pool) -> None:
     bad = candle(0)
-    bad = Candle(**{**{f: getattr(bad, f) for f in bad.__slots__}, "open_time": T0 + 1})  # type: ignore[arg-type]
+    bad = dataclasses.replace(bad, open_time=T0 + 1)
     async with db_pool.acquire() as conn:
         with pytest.raises(asyncpg.CheckViolationError):
             await upsert_candles(conn, [bad], "ws")

@@ -31,9 +31,15 @@ _HEADER_NAME = re.compile(r"[A-Za-z_ ]{1,40}")  # "open_time", "Open time": a he
 _I, _D = r"([0-9]{1,20})", r"([0-9]{1,32}(?:\.[0-9]{1,31})?)"
 _PLAIN_ROW = re.compile(",".join([_I, _D, _D, _D, _D, _D, _I, _D, _I, _D, _D, r'[^,"\r\n]*']))
 _DECIMAL_FIELDS = (
-    (1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume"),
-    (7, "quote asset volume"), (9, "taker buy base volume"), (10, "taker buy quote volume"),
-)  # fmt: skip
+    (1, "open"),
+    (2, "high"),
+    (3, "low"),
+    (4, "close"),
+    (5, "volume"),
+    (7, "quote asset volume"),
+    (9, "taker buy base volume"),
+    (10, "taker buy quote volume"),
+)
 
 
 class KlineCsvParser:

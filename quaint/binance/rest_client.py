@@ -129,8 +129,11 @@ def parse_rate_limits(body: object) -> list[RateLimit]:
         if not isinstance(item, Mapping):
             raise ProtocolError(f"rateLimits[{i}]", "expected an object")
         kind, interval, num, limit = (
-            item.get("rateLimitType"), item.get("interval"), item.get("intervalNum"), item.get("limit")
-        )  # fmt: skip
+            item.get("rateLimitType"),
+            item.get("interval"),
+            item.get("intervalNum"),
+            item.get("limit"),
+        )
         if not (isinstance(kind, str) and isinstance(interval, str)):
             raise ProtocolError(f"rateLimits[{i}]", "expected rateLimitType and interval strings")
         if type(num) is not int or type(limit) is not int or num <= 0 or limit <= 0:
