@@ -12,6 +12,7 @@ BENCHMARKS = {
     "scan": "bench.scan",
     "memory": "bench.memory",
     "ceiling": "bench.ceiling",
+    "archive": "bench.archive",
 }
 
 

@@ -23,6 +23,7 @@ SMALL = {
     "ingest": ["--seconds", "1", "--warmup", "1", "--symbols", "2", "--ceiling-rows", "2000"],
     "latency": ["--seconds", "4", "--warmup", "2", "--symbols", "2"],
     "backfill": ["--days", "1"],
+    "archive": ["--days", "5", "--rest-days", "1"],
     "scan": ["--months", "1", "--symbols", "2", "--rounds", "1"],
     "memory": ["--seconds", "1", "--settle", "0.5", "--symbols", "2"],
 }
@@ -50,6 +51,12 @@ FIGURES = {
         "backfill_db_path_candles_per_s",
         "notify_to_request_over_cap_interval",
         "sim_page_over_cap_interval",
+    },
+    "archive": {
+        "archive_candles_per_s",
+        "archive_ratio_to_db_path",
+        "archive_speedup_over_rest",
+        "archive_peak_rss_mb",
     },
     "scan": {
         "scan_full_seconds",
