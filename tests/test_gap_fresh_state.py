@@ -76,6 +76,12 @@ async def test_a_finished_unit_updates_open_gaps_and_the_24h_gauge(db_url: str) 
                 assert await c.backfills.scan() == 1
                 assert registry.get_sample_value(GAUGE, {"symbol": SYMBOL}) == hole.minutes
                 await wait_for(idle(c), 30, "the hole backfilled")
+
+                async def fresh() -> bool:
+                    gauge = registry.get_sample_value(GAUGE, {"symbol": SYMBOL})
+                    return await open_gaps(base) == [] and gauge == 0
+
+                # The unit's end updates both (a moment after it leaves `running`); with the
+                # scan loop stopped, nothing else could.
+                await wait_for(fresh, 30, "GET /gaps and the 24 h gauge updated by the finished unit")
                 assert c.backfills.scans == 1
-                assert await open_gaps(base) == []
-                assert registry.get_sample_value(GAUGE, {"symbol": SYMBOL}) == 0
