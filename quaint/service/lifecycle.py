@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -45,9 +46,10 @@ from prometheus_client import CollectorRegistry
 
 from quaint.service.health import HealthReport
 from quaint.service.http import create_service_app
+from quaint.service.retry import jittered_backoff
 from quaint.service.runtime import install_stop_signals
 from quaint.service.settings import Settings
-from quaint.store.errors import CONNECTION_LOST_ERRORS, describe
+from quaint.store.errors import CONNECTION_LOST_ERRORS, DB_ERRORS, DbErrorClass, classify_db_error, describe
 from quaint.store.origin import OriginClaim, claim_origin
 from quaint.store.pool import DatabaseUnavailable, close_pool, create_pool
 from quaint.store.schema import SchemaInfo, TimescaleUnavailable, apply_schema, log_schema_info
@@ -140,15 +142,38 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     ``ClientSession``; closed in reverse order. Also what the one-shot CLI runs on."""
     pool = await create_pool(settings)
     try:
-        async with pool.acquire() as conn:
-            schema = await apply_schema(conn)
-            origin = await claim_origin(conn, settings.data_origin)
+        schema, origin = await _prepare_database(pool, settings)
         log_schema_info(schema)
         check_origin(settings.data_origin, origin)
         async with aiohttp.ClientSession(raise_for_status=False) as session:
             yield Resources(pool, session, schema)
     finally:
         await close_pool(pool)
+
+
+async def _prepare_database(
+    pool: asyncpg.Pool, settings: Settings, delays: Iterator[float] | None = None
+) -> tuple[SchemaInfo, OriginClaim]:
+    """Apply the schema and claim the data origin. A database that goes away meanwhile
+    (restarted, connection cut: the pool already reached it once) is retried like an
+    unreachable one, for ``DB_CONNECT_TIMEOUT_S``; anything else fails the start."""
+    deadline = time.monotonic() + settings.db_connect_timeout_s
+    delays = delays or jittered_backoff(0.5, 5.0)
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                schema = await apply_schema(conn)
+                origin = await claim_origin(conn, settings.data_origin)
+            return schema, origin
+        except DB_ERRORS as exc:
+            kind = classify_db_error(exc)
+            if kind not in (DbErrorClass.CONNECTION_LOST, DbErrorClass.TRANSIENT):
+                raise
+            delay = next(delays)
+            if time.monotonic() + delay >= deadline:
+                raise
+            log.warning("schema_retry", error=describe(exc), retry_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
 
 
 def build_app(spec: ServiceSpec[S]) -> web.Application:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,15 @@ async def apply_schema(conn: asyncpg.Connection, path: Path | None = None) -> Sc
     await conn.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK_KEY)
     try:
         await conn.execute(sql)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK_KEY)
+    except Exception:
+        # A connection lost mid-script takes its session lock with it, and unlocking on it
+        # would only replace the error that says so (asyncpg: "cannot switch to state 12;
+        # another operation (2) is in progress"): the caller must see the lost connection.
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK_KEY)
+        raise
+    await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK_KEY)
     row = await conn.fetchrow(
         "SELECT current_setting('timescaledb.license') AS license, quaint_automation_mode() AS automation"
     )
