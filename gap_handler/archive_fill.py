@@ -50,6 +50,7 @@ from quaint.store.candles import upsert_kline_columns
 from quaint.store.errors import describe, retry_transient
 from quaint.store.quality import log_event
 from quaint.store.quality_event import QualityEvent
+from quaint.store.rollups import refresh_rollups
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -150,8 +151,11 @@ class ArchiveFill:
             rest += left
             queue[:0] = retry
         if written:
-            end = max(h.end for h in holes)
+            start, end = min(h.start for h in holes), max(h.end for h in holes)
             await self._db(lambda c: store.resolve_detected(c, symbol, end, self._now()))
+            # Continuous aggregates (Community) refresh only the recent window themselves; a
+            # refresh recomputes just the invalidated buckets inside the range.
+            await self._db(lambda c: refresh_rollups(c, start, end))
         return written, merge(rest)
 
     async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T:
