@@ -161,3 +161,26 @@ def test_bootstrap_progress_rendering() -> None:
 
 def ms_of(text: str) -> int:
     return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+async def test_thirteen_months_of_two_symbols_equal_the_truth(db_url: str) -> None:
+    """The archive path at full size: 13 months x 2 symbols, REST only for the lag days and the
+    cross-checks; every minute compared with the simulator's truth, a month at a time."""
+    sim_args: dict[str, Any] = {"speed": 0, "start": START, "seed": 5, "history_days": 420}
+    async with running_simulator(symbols=SYMBOLS, **sim_args) as sim:
+        settings = archive_settings(db_url, sim, history_days=400, rate_limit_requests_per_sec=10.0)
+        now = sim.clock.now_ms()
+        rng = MinuteRange(history_start(now, 400), due_end(now, 70))
+        async with running_service(settings, now_ms=sim.clock.now_ms) as handler:
+            await wait_for(idle(handler), 900, "13 months filled")
+            archive = handler.backfills.archive
+            assert archive is not None and archive.stats.fallbacks == 0 and archive.stats.mismatches == 0
+            # Monthly files for every whole past month of both symbols (and this month's days).
+            assert archive.stats.files >= 2 * 13
+            start = rng.start
+            while start < rng.end:
+                end = min(rng.end, start + 31 * 1440 * MINUTE_MS)
+                await assert_equals_truth(handler.pool, sim, MinuteRange(start, end))
+                start = end
+            rest = await handler.pool.fetchval("SELECT count(*) FROM candles_1m WHERE source = 'rest'")
+            assert 0 < rest < 2 * 3 * 1440  # the lag days and today only
