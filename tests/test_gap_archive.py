@@ -184,3 +184,39 @@ async def test_thirteen_months_of_two_symbols_equal_the_truth(db_url: str) -> No
                 start = end
             rest = await handler.pool.fetchval("SELECT count(*) FROM candles_1m WHERE source = 'rest'")
             assert 0 < rest < 2 * 3 * 1440  # the lag days and today only
+
+
+async def test_cross_check_stores_rest_rows_where_an_archive_differs(db_url: str, sim: SimHandle) -> None:
+    """Archives from another exchange (a simulator with another seed): the one REST page per
+    file differs, is logged as archive_mismatch, and REST's rows are what is stored there."""
+    async with running_simulator(symbols=SYMBOLS, speed=0, start=START, seed=99, history_days=120) as other:
+        settings = archive_settings(db_url, sim, archive_base_url=other.rest_url)
+        argv = ["--symbols", "BTCUSDT", "--since", "2025-03-01", "--until", "2025-03-03"]
+        out = io.StringIO()
+        assert await run_bootstrap(settings, argv, out, now_ms=sim.clock.now_ms) == 0, out.getvalue()
+        assert "archives: 2 files" in out.getvalue() and "2 mismatches" in out.getvalue()
+        pool = await asyncpg.create_pool(db_url, min_size=1, max_size=2)
+        try:
+            rows = await pool.fetch(
+                """SELECT gap_start, gap_end, details->>'file' AS file FROM data_quality_logs
+                   WHERE details->>'kind' = 'archive_mismatch' ORDER BY gap_start"""
+            )
+            assert [r["file"].rsplit("/", 1)[1] for r in rows] == [
+                "BTCUSDT-1m-2025-03-01.zip",
+                "BTCUSDT-1m-2025-03-02.zip",
+            ]
+            async with pool.acquire() as conn:
+                for r in rows:
+                    lo = int(r["gap_start"].timestamp() * 1000)
+                    hi = int(r["gap_end"].timestamp() * 1000) + MINUTE_MS
+                    assert (hi - lo) // MINUTE_MS == 1000
+                    assert await fetch_candles(conn, "BTCUSDT", lo, hi) == sim.truth("BTCUSDT", lo, hi)
+                    # Outside the checked page the (other) archive's rows stand.
+                    before = await fetch_candles(conn, "BTCUSDT", lo - 10 * MINUTE_MS, lo)
+                    assert (
+                        before
+                        == other.truth("BTCUSDT", lo - 10 * MINUTE_MS, lo)
+                        != sim.truth("BTCUSDT", lo - 10 * MINUTE_MS, lo)
+                    )
+        finally:
+            await pool.close()
