@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -16,10 +17,12 @@ from gap_handler.archive_fill import ArchiveStats
 from gap_handler.bootstrap import render, run_bootstrap
 from gap_handler.core.intervals import MinuteRange, due_end, history_start
 from gap_handler.core.tracker import RangeTask
+from gap_handler.service import spec
 from quaint.binance.archive import ArchiveFile
 from quaint.binance.models import MINUTE_MS
 from quaint.store.candles import fetch_candles
 from tests.support.gap_handler import idle, running_service, settings_for
+from tests.support.services import served
 from tests.support.simulator import SimHandle, running_simulator
 from tests.support.waiting import wait_for
 
@@ -220,3 +223,40 @@ async def test_cross_check_stores_rest_rows_where_an_archive_differs(db_url: str
                     )
         finally:
             await pool.close()
+
+
+async def test_a_requested_backfill_takes_archives_first(db_url: str, sim: SimHandle) -> None:
+    token = "t" * 32
+    settings = archive_settings(db_url, sim, history_days=1, admin_token=token)
+    day = ArchiveFile.parse("ETHUSDT", "2025-03-02")
+    rng = MinuteRange(day.start_ms - 1440 * MINUTE_MS, day.end_ms)  # March 1st and 2nd
+    async with (
+        served(spec(settings, now_ms=sim.clock.now_ms)) as handle,
+        aiohttp.ClientSession() as http,
+    ):
+        await wait_for(idle(handle.service), 30, "the first scan's work")
+        async with http.post(
+            handle.url + "/backfills",
+            json={"symbol": "ETHUSDT", "start": rng.start, "end": rng.end},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            assert resp.status == 202, await resp.text()
+            ident = (await resp.json())["id"]
+
+        async def complete() -> bool:
+            async with http.get(f"{handle.url}/backfills/{ident}") as resp:
+                return bool((await resp.json())["state"] == "complete")
+
+        await wait_for(complete, 60, "the request complete")
+        pool = handle.service.pool
+        async with pool.acquire() as conn:
+            assert await fetch_candles(conn, "ETHUSDT", rng.start, rng.end) == sim.truth(
+                "ETHUSDT", rng.start, rng.end
+            )
+        sources = await pool.fetch(
+            """SELECT source, count(*) AS n FROM candles_1m WHERE symbol = 'ETHUSDT'
+               AND time >= to_timestamp($1 / 1000.0) AND time < to_timestamp($2 / 1000.0) GROUP BY 1""",
+            rng.start,
+            rng.end,
+        )
+        assert {r["source"]: r["n"] for r in sources} == {"archive": rng.minutes}
