@@ -383,10 +383,15 @@ $$;
 DO $automation$
 BEGIN
     IF current_setting('timescaledb.license', TRUE) = 'timescale' THEN
-        -- Community edition: compression and TimescaleDB's own scheduler.
-        ALTER TABLE candles_1m SET (timescaledb.compress,
-                                    timescaledb.compress_segmentby = 'symbol',
-                                    timescaledb.compress_orderby = 'time DESC');
+        -- Community edition: compression and TimescaleDB's own scheduler. Only once: this file
+        -- runs at every service start, and the ALTER takes candles_1m's exclusive lock, so it
+        -- would queue behind any open write and stall every later read and write meanwhile.
+        IF NOT (SELECT compression_enabled FROM timescaledb_information.hypertables
+                WHERE hypertable_schema = current_schema() AND hypertable_name = 'candles_1m') THEN
+            ALTER TABLE candles_1m SET (timescaledb.compress,
+                                        timescaledb.compress_segmentby = 'symbol',
+                                        timescaledb.compress_orderby = 'time DESC');
+        END IF;
         PERFORM add_compression_policy('candles_1m', INTERVAL '7 days', if_not_exists => TRUE);
         IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs WHERE proc_name = 'quaint_cleanup_job') THEN
             PERFORM add_job('quaint_cleanup_job', INTERVAL '1 day', initial_start => quaint_next_utc_hour(2));
