@@ -21,12 +21,12 @@ from aiohttp import web
 from gap_handler.api import GAP_HANDLER_KEY
 from gap_handler.core.klines import TOO_MANY_REQUESTS, parse_klines_request
 from quaint.binance.encode import rest_kline_row
+from quaint.binance.exchange_info import exchange_info
 from quaint.binance.models import ApiError, Candle
+from quaint.binance.rules import parse_exchange_info
+from quaint.binance.symbols import SymbolProfile, split_symbol
 from quaint.store.errors import DB_ERRORS
 from quaint.store.rollups import Bar, fetch_bars, stored_symbols
-from simulator.exchange_info import exchange_info
-from simulator.rules import parse_exchange_info
-from simulator.symbols import SymbolProfile, split_symbol
 
 _UNAVAILABLE = ApiError(-1001, "Internal error; unable to process your request. Please try again.")
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from quaint.binance.encode import book_ticker_stream
 from quaint.binance.models import Candle
+from quaint.binance.rules import WeightLimiter
 from simulator import archive, control, rest
 from simulator.clock import LiveClock
 from simulator.exchange import Exchange
@@ -21,7 +22,6 @@ from simulator.faults import FaultController, parse_archive_fault
 from simulator.hub import Hub
 from simulator.market import MarketModel
 from simulator.replay import load_csv
-from simulator.rules import WeightLimiter
 from simulator.schedule import BookSequencer, KlineScheduler
 from simulator.settings import SimSettings, resolve_range
 from simulator.state import STATE, SimState

@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from quaint.binance.models import MINUTE_MS, BookTick, Candle
-from simulator.symbols import UNIT, SymbolProfile, make_profile
+from quaint.binance.symbols import UNIT, SymbolProfile, dec, make_profile
 
 CHECKPOINT_MS = 2_000  # Binance pushes kline updates every 2 s for intervals >= 1m
 CHECKPOINTS = MINUTE_MS // CHECKPOINT_MS  # 30; checkpoint 30 is the close
@@ -68,11 +68,6 @@ def _gauss(key: int, scale: int, k: int) -> float:
     """Approximately standard-normal lattice value (Irwin-Hall of 4 uniforms)."""
     u = _uniforms(_mix(key ^ ((k * 0x9E3779B97F4A7C15 + scale) & _MASK)))
     return (u[0] + u[1] + u[2] + u[3] - 2.0) * 1.7320508075688772
-
-
-def dec(units: int) -> Decimal:
-    """Integer of 1e-8 -> Decimal with exactly 8 decimal places."""
-    return Decimal(units).scaleb(-8)
 
 
 def to_units(value: Decimal) -> int:

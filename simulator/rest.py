@@ -9,9 +9,9 @@ import orjson
 from aiohttp import web
 
 from quaint.binance.encode import rest_kline_row
+from quaint.binance.exchange_info import exchange_info
 from quaint.binance.models import ApiError
-from simulator.exchange_info import exchange_info
-from simulator.rules import WEIGHTS, parse_exchange_info, parse_klines
+from quaint.binance.rules import WEIGHTS, parse_exchange_info, parse_klines
 from simulator.state import STATE
 
 _JSON = "application/json;charset=UTF-8"

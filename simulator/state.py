@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from quaint.binance.rules import WeightLimiter
 from simulator.clock import LiveClock
 from simulator.exchange import Exchange
 from simulator.faults import FaultController
 from simulator.hub import Hub
 from simulator.market import MarketModel
-from simulator.rules import WeightLimiter
 from simulator.schedule import BookSequencer, KlineScheduler
 from simulator.settings import SimSettings
 from simulator.stats import Stats

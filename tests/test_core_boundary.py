@@ -34,6 +34,9 @@ CORE_MODULES = [
     "quaint.binance.archive",
     "quaint.binance.archive_csv",
     "quaint.binance.archive_listing",
+    "quaint.binance.rules",
+    "quaint.binance.symbols",
+    "quaint.binance.exchange_info",
     # Value types shared by the services, and the injected retry policies.
     "quaint.service.health",
     "quaint.store.quality_event",

@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quaint.binance.models import MINUTE_MS, ApiError
+from quaint.binance.rules import KlinesQuery, WeightLimiter, parse_exchange_info, parse_klines
 from simulator.clock import LiveClock, SimClock, minute_floor
 from simulator.exchange import Exchange
 from simulator.faults import FaultController
 from simulator.market import MarketModel
-from simulator.rules import KlinesQuery, WeightLimiter, parse_exchange_info, parse_klines
 
 T0 = 1_700_000_040_000
 SYMBOLS = frozenset({"BTCUSDT", "ETHUSDT"})

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from quaint.binance.encode import format_decimal, rest_kline_row
 from quaint.binance.models import MINUTE_MS, Candle
 from quaint.binance.parse import check_candle, parse_rest_kline
+from quaint.binance.symbols import make_profile, split_symbol
 from simulator.market import CHECKPOINTS, MarketModel
 from simulator.replay import ReplayError, load_csv
-from simulator.symbols import make_profile, split_symbol
 
 T0 = 1_700_000_040_000  # a minute boundary (2023-11-14)
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "FTMUSDT", "ETHBTC", "ZZZUSDT"]

@@ -1,7 +1,7 @@
 """The read API's request rules (sans-I/O): Binance's ``GET /api/v3/klines`` parameters
 for the intervals the rollups store, and a per-client token bucket.
 
-The parameter rules, error codes and messages are the simulator's (``simulator.rules``,
+The parameter rules, error codes and messages are the simulator's (``quaint.binance.rules``,
 pure, written from Binance's errors.md): one implementation of Binance's validation,
 here asked for a wider set of intervals.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gap_handler.core.rate import TokenBucket
 from quaint.binance.models import ApiError
-from simulator.rules import (
+from quaint.binance.rules import (
     DEFAULT_LIMIT,
     INVALID_INTERVAL,
     MAX_LIMIT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 # Internal fixed-point unit: every price and quantity is an int of 1e-8, the
 # resolution of Binance's 8-decimal strings, so arithmetic is exact and the stream,
@@ -116,3 +117,8 @@ def make_profile(seed: int, symbol: str) -> SymbolProfile:
         trades_per_minute=trades,
         key=key,
     )
+
+
+def dec(units: int) -> Decimal:
+    """Integer of 1e-8 -> Decimal with exactly 8 decimal places."""
+    return Decimal(units).scaleb(-8)

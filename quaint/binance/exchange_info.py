@@ -1,15 +1,15 @@
 """``GET /api/v3/exchangeInfo`` bodies, modelled on a real capture
 (tests/fixtures/binance/cryptofeed_binance_exchangeInfo_BTCUSDT_2021-10-12.json) plus
 the fields Binance added since (permissionSets, NOTIONAL, self-trade prevention...),
-with tick and lot sizes taken from the simulator's own symbol profiles."""
+with tick and lot sizes from the symbol profiles (:mod:`quaint.binance.symbols`). Shared: the
+simulator serves them, and the gap handler's read API answers clients with them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from quaint.binance.encode import format_decimal
-from simulator.market import dec
-from simulator.symbols import UNIT, SymbolProfile
+from quaint.binance.symbols import UNIT, SymbolProfile, dec
 
 
 def rate_limits(weight_limit: int) -> list[dict[str, Any]]:
