@@ -122,6 +122,7 @@ deploy_docker() {
   if [[ $SIMULATE -eq 1 ]]; then
     profiles=(simulate)
     export BINANCE_WS_URL=ws://simulator:$SIM_CONTAINER_PORT BINANCE_REST_URL=http://simulator:$SIM_CONTAINER_PORT
+    export ARCHIVE_BASE_URL=http://simulator:$SIM_CONTAINER_PORT # it serves data.binance.vision's layout too
     export DATA_ORIGIN=simulated # the database is marked: a real run on it later refuses to start
     log "SIMULATED market data: the services read the bundled simulator (compose service 'simulator'), not Binance"
   else

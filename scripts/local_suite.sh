@@ -160,6 +160,7 @@ cmd_up() {
 
   if [[ $simulate -eq 1 ]]; then
     export BINANCE_WS_URL=ws://127.0.0.1:$SIM_PORT BINANCE_REST_URL=http://127.0.0.1:$SIM_PORT
+    export ARCHIVE_BASE_URL=http://127.0.0.1:$SIM_PORT # it serves data.binance.vision's layout too
     export DATA_ORIGIN=simulated # the database is marked: a real run on it later refuses to start
   else
     export BINANCE_WS_URL=${BINANCE_WS_URL:-wss://stream.binance.com:9443}
@@ -223,6 +224,7 @@ write_suite_env() {
     echo "BINANCE_WS_URL=$BINANCE_WS_URL"
     echo "BINANCE_REST_URL=$BINANCE_REST_URL"
     echo "DATA_ORIGIN=$DATA_ORIGIN"
+    echo "ARCHIVE_BASE_URL=${ARCHIVE_BASE_URL:-https://data.binance.vision}"
     echo "SYMBOLS=${SYMBOLS:-BTCUSDT}"
     echo "FEEDER_PORT=$FEEDER_PORT"
     echo "GAP_HANDLER_PORT=$GAP_HANDLER_PORT"
