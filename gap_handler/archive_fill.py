@@ -54,8 +54,6 @@ from quaint.store.rollups import refresh_rollups
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-# The event type archive fallbacks are stored under until the schema lists their own.
-QUALITY_EVENT_TYPE = "error"
 
 
 # After the archive host fails a file (retries spent, or a refusal), later files go straight
@@ -263,7 +261,7 @@ class ArchiveFill:
             ],
         }
         event = QualityEvent(
-            QUALITY_EVENT_TYPE,
+            kind,  # its own event type: archive_missing, archive_short, ... (details.kind too)
             symbol=symbol,
             gap_start=ms_to_datetime(lo),
             gap_end=ms_to_datetime(hi - MINUTE_MS),

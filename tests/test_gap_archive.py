@@ -61,8 +61,9 @@ async def assert_equals_truth(pool: asyncpg.Pool, sim: SimHandle, rng: MinuteRan
 
 async def archive_events(pool: asyncpg.Pool) -> list[tuple[str, str, int, int, int]]:
     rows = await pool.fetch(
-        """SELECT symbol, details->>'kind' AS kind, gap_start, gap_end, candles_missing
-           FROM data_quality_logs WHERE source = 'archive' AND event_type = 'error' ORDER BY symbol, kind"""
+        """SELECT symbol, event_type AS kind, gap_start, gap_end, candles_missing
+           FROM data_quality_logs WHERE source = 'archive' AND event_type LIKE 'archive%'
+           ORDER BY symbol, kind"""
     )
     return [
         (

@@ -270,3 +270,31 @@ class _NoTimescale:
 async def test_missing_timescaledb_says_how_to_install() -> None:
     with pytest.raises(TimescaleUnavailable, match=r"scripts/pg_cluster\.sh install"):
         await check_timescaledb(_NoTimescale())
+
+
+async def test_a_database_from_before_the_archive_event_types_is_widened(db_pool: asyncpg.Pool) -> None:
+    """init.sql creates data_quality_logs only if missing, so an existing database keeps its old CHECK:
+    the schema's migration step widens it once, and archive fallbacks are then stored under their own type."""
+    old = (
+        "'gap_detected', 'gap_backfilled', 'gap_unrecoverable', 'ws_reconnect', 'db_unavailable', "
+        "'data_dropped', 'error'"
+    )
+    async with db_pool.acquire() as conn:
+        await conn.execute(
+            "ALTER TABLE data_quality_logs DROP CONSTRAINT data_quality_logs_event_type_check,"
+            f" ADD CONSTRAINT data_quality_logs_event_type_check CHECK (event_type IN ({old}))"
+        )
+        insert = (
+            "INSERT INTO data_quality_logs (symbol, event_type, source) VALUES ('BTCUSDT', $1, 'archive')"
+        )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(insert, "archive_short")
+        await apply_schema(conn)
+        for event_type in (
+            "archive_missing",
+            "archive_checksum_mismatch",
+            "archive_short",
+            "archive_mismatch",
+        ):
+            await conn.execute(insert, event_type)
+        await apply_schema(conn)  # and again: nothing left to widen

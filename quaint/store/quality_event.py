@@ -16,6 +16,12 @@ EVENT_TYPES = frozenset(
         "db_unavailable",
         "data_dropped",
         "error",
+        # Archive fallbacks and the sampled cross-check (gap_handler.core.archive_plan).
+        "archive_missing",
+        "archive_checksum_mismatch",
+        "archive_short",
+        "archive_malformed",
+        "archive_mismatch",
     }
 )
 
