@@ -26,7 +26,14 @@ from gap_handler.core.validation import BadInput, parse_range, parse_symbol
 from gap_handler.service import GapHandler, assemble
 from gap_handler.settings import GapHandlerSettings
 from quaint.service.clock import NowMs, wall_ms
-from quaint.service.lifecycle import EXIT_DATABASE_UNAVAILABLE, START_ERRORS, open_resources
+from quaint.service.lifecycle import (
+    EXIT_DATABASE_UNAVAILABLE,
+    START_ERRORS,
+    DataOriginMismatch,
+    open_resources,
+)
+from quaint.service.logging import configure_logging
+from quaint.service.terminal import StatusLine
 from quaint.store.errors import describe
 
 
@@ -54,7 +61,19 @@ def render(tasks: list[RangeTask], stats: ArchiveStats, started: float, now: flo
     return f"bootstrap_progress files={stats.files} minutes={done}/{total} mb={mb:.1f} eta={eta_text}\n"
 
 
-async def _run(handler: GapHandler, ranges: dict[str, MinuteRange], out: TextIO) -> list[RangeTask]:
+async def _run(
+    handler: GapHandler, ranges: dict[str, MinuteRange], out: TextIO, bar: StatusLine | None
+) -> list[RangeTask]:
+    """The ranges backfilled by the handler's workers, with progress on ``out`` (on a
+    terminal: ``bar``, which the log lines pass above)."""
+
+    def draw(text: str) -> None:
+        if bar is not None:
+            bar.show(text)
+        else:
+            out.write(text)
+            out.flush()
+
     backfills = handler.backfills
     first = next(iter(ranges))
     await handler.fetcher.load_weight_limit(first)
@@ -62,7 +81,7 @@ async def _run(handler: GapHandler, ranges: dict[str, MinuteRange], out: TextIO)
     runner = asyncio.create_task(backfills.run())
     stats = backfills.archive.stats if backfills.archive is not None else ArchiveStats()
     started = time.monotonic()
-    tty = out.isatty()
+    tty = bar is not None
     interval = 0.2 if tty else 5.0
     try:
         tasks = [await backfills.submit_range(s, r) for s, r in ranges.items()]
@@ -70,10 +89,11 @@ async def _run(handler: GapHandler, ranges: dict[str, MinuteRange], out: TextIO)
         while not all(t.done for t in tasks):
             if time.monotonic() - last >= interval:
                 last = time.monotonic()
-                out.write(render(tasks, stats, started, last, tty=tty))
-                out.flush()
+                draw(render(tasks, stats, started, last, tty=tty))
             await asyncio.sleep(0.05)  # polls the in-memory tasks; prints every ``interval``
-        out.write(render(tasks, stats, started, time.monotonic(), tty=tty) + ("\n" if tty else ""))
+        draw(render(tasks, stats, started, time.monotonic(), tty=tty))
+        if bar is not None:
+            bar.finish()
     finally:
         backfills.stop()
         await runner
@@ -122,7 +142,18 @@ async def run_bootstrap(
         except START_ERRORS as exc:
             print(f"error: the database cannot be used: {describe(exc)}", file=sys.stderr)
             return EXIT_DATABASE_UNAVAILABLE
-        tasks = await _run(handler, dict.fromkeys(symbols, rng), out)
+        except DataOriginMismatch as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        bar = None
+        if out.isatty():
+            bar = StatusLine(out)
+            configure_logging(settings.log_level, settings.log_format, stream=bar.above(sys.stderr))
+        try:
+            tasks = await _run(handler, dict.fromkeys(symbols, rng), out, bar)
+        finally:
+            if bar is not None:
+                configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
         archive = handler.backfills.archive
         stats = archive.stats if archive is not None else ArchiveStats()
     out.write(summary(tasks, stats, archive is not None, time.monotonic() - started))

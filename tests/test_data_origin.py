@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from feeder import service as feeder_service
 from gap_handler import service as gap_service
+from gap_handler.bootstrap import run_bootstrap
 from gap_handler.cli import run_backfill
 from quaint.binance.models import ms_to_datetime
 from quaint.service.lifecycle import EXIT_BAD_CONFIG, serve
@@ -69,6 +70,13 @@ async def test_a_database_fed_by_the_simulator_refuses_real_services(
         out = io.StringIO()
         code = await run_backfill(
             real, ["--symbol", "BTCUSDT", "--since", since], out, now_ms=sim.clock.now_ms
+        )
+        assert code == 2 and out.getvalue() == ""
+        err = capsys.readouterr().err
+        assert err.startswith("error: DATA_ORIGIN:") and err.count("\n") == 1, err
+
+        code = await run_bootstrap(
+            real, ["--symbols", "BTCUSDT", "--since", since], out, now_ms=sim.clock.now_ms
         )
         assert code == 2 and out.getvalue() == ""
         err = capsys.readouterr().err

@@ -24,6 +24,7 @@ from tests.support.simulator import running_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = re.compile(r"^\[[#.]{30}\] +\d+\.\d% \d+/\d+ min \d+ min/s ETA \S+ ?$")
+BOOTSTRAP_BAR = re.compile(r"^ *\d+\.\d% files \d+ candles \d+/\d+ [\d.]+ MB \d+ min/s ETA \S+ ?$")
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="a Linux pty")]
 
@@ -78,7 +79,16 @@ def _is_log_line(line: str) -> bool:
         return False
 
 
-async def test_log_lines_pass_above_the_progress_bar(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "symbol_flag", "bar", "done"),
+    [
+        ("backfill", "--symbol", BAR, ("complete: ",)),
+        ("bootstrap", "--symbols", BOOTSTRAP_BAR, ("BTCUSDT: complete", "archives: ", "took ")),
+    ],
+)
+async def test_log_lines_pass_above_the_progress_bar(
+    db_url: str, tmp_path: Path, command: str, symbol_flag: str, bar: re.Pattern[str], done: tuple[str, ...]
+) -> None:
     async with running_simulator(symbols=["BTCUSDT"], speed=0, rest_latency_s=0.05) as sim:
         since = ms_to_datetime(history_start(sim.clock.now_ms(), 10)).isoformat()
         env = {
@@ -99,8 +109,8 @@ async def test_log_lines_pass_above_the_progress_bar(db_url: str, tmp_path: Path
                 sys.executable,
                 "-m",
                 "gap_handler",
-                "backfill",
-                "--symbol",
+                command,
+                symbol_flag,
                 "BTCUSDT",
                 "--since",
                 since,
@@ -123,11 +133,13 @@ async def test_log_lines_pass_above_the_progress_bar(db_url: str, tmp_path: Path
     bad = [
         line
         for line in shown
-        if line and not (_is_log_line(line) or BAR.match(line) or line.startswith("complete: "))
+        if line and not (_is_log_line(line) or bar.match(line) or line.startswith(done))
     ]
     assert not bad, "\n".join(bad)
     # A log line came while the bar was shown (else nothing here was tested) ...
-    first_bar = raw.index("\r\x1b[K[")
-    assert '"event"' in raw[first_bar:].split("complete: ")[0]
+    first_bar = raw.index("\r\x1b[K")
+    assert '"event"' in raw[first_bar:].split(done[0])[0]
     # ... and the bar, at 100 %, is what stays on screen above the summary.
-    assert shown[-1].startswith("complete: ") and BAR.match(shown[-2]) and "100.0%" in shown[-2]
+    summary = len(done)
+    assert all(line.startswith(d) for line, d in zip(shown[-summary:], done, strict=True)), shown[-4:]
+    assert bar.match(shown[-summary - 1]) and "100.0%" in shown[-summary - 1], shown[-4:]
