@@ -17,24 +17,15 @@ import sys
 import time
 from typing import TextIO
 
-from prometheus_client import CollectorRegistry
-
 from gap_handler.archive_fill import ArchiveStats
+from gap_handler.cli import assembled_handler, progress_bar
 from gap_handler.core.intervals import MinuteRange
 from gap_handler.core.tracker import RangeTask
 from gap_handler.core.validation import BadInput, parse_range, parse_symbol
-from gap_handler.service import GapHandler, assemble
+from gap_handler.service import GapHandler
 from gap_handler.settings import GapHandlerSettings
 from quaint.service.clock import NowMs, wall_ms
-from quaint.service.lifecycle import (
-    EXIT_DATABASE_UNAVAILABLE,
-    START_ERRORS,
-    DataOriginMismatch,
-    open_resources,
-)
-from quaint.service.logging import configure_logging
 from quaint.service.terminal import StatusLine
-from quaint.store.errors import describe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,24 +127,11 @@ async def run_bootstrap(
     settings = settings.model_copy(update={"symbols": symbols})
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
-        try:
-            resources = await stack.enter_async_context(open_resources(settings))
-            handler = await assemble(settings, resources, registry=CollectorRegistry(), now_ms=now_ms)
-        except START_ERRORS as exc:
-            print(f"error: the database cannot be used: {describe(exc)}", file=sys.stderr)
-            return EXIT_DATABASE_UNAVAILABLE
-        except DataOriginMismatch as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        bar = None
-        if out.isatty():
-            bar = StatusLine(out)
-            configure_logging(settings.log_level, settings.log_format, stream=bar.above(sys.stderr))
-        try:
+        handler = await assembled_handler(stack, settings, now_ms)
+        if isinstance(handler, int):
+            return handler
+        with progress_bar(settings, out) as bar:
             tasks = await _run(handler, dict.fromkeys(symbols, rng), out, bar)
-        finally:
-            if bar is not None:
-                configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
         archive = handler.backfills.archive
         stats = archive.stats if archive is not None else ArchiveStats()
     out.write(summary(tasks, stats, archive is not None, time.monotonic() - started))

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 import aiohttp
@@ -119,6 +119,38 @@ async def unlisted_symbol(settings: GapHandlerSettings, symbol: str) -> str | No
     return None
 
 
+async def assembled_handler(
+    stack: contextlib.AsyncExitStack, settings: GapHandlerSettings, now_ms: NowMs | None
+) -> GapHandler | int:
+    """The service's parts on the process's resources (closed with ``stack``), for a one-shot
+    command; or its exit code, after one line: 3 for a database that cannot be used, 2 for
+    one of the other data origin."""
+    try:
+        resources = await stack.enter_async_context(open_resources(settings))
+        return await assemble(settings, resources, registry=CollectorRegistry(), now_ms=now_ms)
+    except START_ERRORS as exc:
+        print(f"error: the database cannot be used: {describe(exc)}", file=sys.stderr)
+        return EXIT_DATABASE_UNAVAILABLE
+    except DataOriginMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+@contextlib.contextmanager
+def progress_bar(settings: GapHandlerSettings, out: TextIO) -> Iterator[StatusLine | None]:
+    """On a terminal, a status line on ``out`` with the log lines passing above it (and the
+    log back on plain stderr afterwards); elsewhere None: progress goes out as lines."""
+    if not out.isatty():
+        yield None
+        return
+    bar = StatusLine(out)
+    configure_logging(settings.log_level, settings.log_format, stream=bar.above(sys.stderr))
+    try:
+        yield bar
+    finally:
+        configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
+
+
 async def run_backfill(
     settings: GapHandlerSettings, argv: list[str], out: TextIO = sys.stdout, *, now_ms: NowMs | None = None
 ) -> int:
@@ -137,24 +169,11 @@ async def run_backfill(
         return 2
     settings = settings.model_copy(update={"symbols": [symbol]})
     async with contextlib.AsyncExitStack() as stack:
-        try:
-            resources = await stack.enter_async_context(open_resources(settings))
-            handler = await assemble(settings, resources, registry=CollectorRegistry(), now_ms=now_ms)
-        except START_ERRORS as exc:
-            print(f"error: the database cannot be used: {describe(exc)}", file=sys.stderr)
-            return EXIT_DATABASE_UNAVAILABLE
-        except DataOriginMismatch as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        bar = None
-        if out.isatty():
-            bar = StatusLine(out)
-            configure_logging(settings.log_level, settings.log_format, stream=bar.above(sys.stderr))
-        try:
+        handler = await assembled_handler(stack, settings, now_ms)
+        if isinstance(handler, int):
+            return handler
+        with progress_bar(settings, out) as bar:
             task = await _backfill(handler, symbol, rng, out, bar)
-        finally:
-            if bar is not None:
-                configure_logging(settings.log_level, settings.log_format, stream=sys.stderr)
     note = f" ({task.error})" if task.error else ""
     print(
         f"{task.state}: {task.recovered} candles recovered, "
