@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -30,6 +30,9 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
 _LONG_RE = re.compile(r"^[0-9]{1,20}$")
 _SYMBOLS_LEGAL = '^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$'
 _MICROS_THRESHOLD = 10**14  # same rule as quaint.binance.parse: 16-digit values are µs
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+# timeZone values that mean UTC (Binance's default, "0").
+_UTC_ZONES = frozenset({"0", "+0", "-0", "00:00", "+00:00", "-00:00", "0:00", "+0:00"})
 
 # Weights as documented for the spot REST API.
 WEIGHTS = {"/api/v3/ping": 1, "/api/v3/time": 1, "/api/v3/exchangeInfo": 20, "/api/v3/klines": 2}
@@ -76,7 +79,9 @@ def _timestamp(params: Mapping[str, str], name: str) -> int | ApiError | None:
     if not _LONG_RE.match(raw):
         return illegal(name, "^[0-9]{1,20}$")
     value = int(raw)
-    return value // 1000 if value >= _MICROS_THRESHOLD else value
+    value = value // 1000 if value >= _MICROS_THRESHOLD else value
+    # Binance takes any 20-digit time; beyond year 9999 nothing exists (nor is representable).
+    return min(value, MAX_TIME_MS)
 
 
 def parse_time_unit(header: str | None) -> bool | ApiError:
@@ -98,15 +103,24 @@ def parse_symbol(params: Mapping[str, str], symbols: frozenset[str]) -> str | Ap
 
 
 def parse_klines(
-    params: Mapping[str, str], symbols: frozenset[str], time_unit: str | None = None
+    params: Mapping[str, str],
+    symbols: frozenset[str],
+    time_unit: str | None = None,
+    *,
+    intervals: Collection[str] = SERVED_INTERVALS,
+    utc_only: bool = False,
 ) -> KlinesQuery | ApiError:
+    """A klines request -> the query, or Binance's error for the first bad parameter.
+    ``intervals``: the ones answered (Binance's others are -1120). ``utc_only``: a
+    ``timeZone`` other than UTC is refused (-1130) rather than ignored, for an answer
+    whose buckets are UTC only (stored rollups)."""
     symbol = parse_symbol(params, symbols)
     if isinstance(symbol, ApiError):
         return symbol
     interval = params.get("interval")
     if not interval:
         return mandatory("interval")
-    if interval not in VALID_INTERVALS or interval not in SERVED_INTERVALS:
+    if interval not in VALID_INTERVALS or interval not in intervals:
         return INVALID_INTERVAL
     start = _timestamp(params, "startTime")
     end = _timestamp(params, "endTime")
@@ -123,6 +137,8 @@ def parse_klines(
             return invalid("limit")
     if start is not None and end is not None and start > end:
         return invalid("startTime")
+    if utc_only and params.get("timeZone", "0") not in _UTC_ZONES:
+        return invalid("timeZone")
     micros = parse_time_unit(time_unit)
     if isinstance(micros, ApiError):
         return micros
