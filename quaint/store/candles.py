@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -116,6 +117,26 @@ async def newest_open_times(conn: asyncpg.Connection, symbols: list[str]) -> dic
     return {row["symbol"]: datetime_to_ms(row["t"]) for row in rows}
 
 
+# A stored candle's (or bar's) values, by their column names, which are also the field names
+# of Candle and quaint.store.rollups.Bar.
+VALUE_COLUMNS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_asset_volume",
+    "number_of_trades",
+    "taker_buy_base_asset_volume",
+    "taker_buy_quote_asset_volume",
+)
+
+
+def row_values(row: asyncpg.Record) -> dict[str, Any]:
+    """The :data:`VALUE_COLUMNS` of a fetched row, as keyword arguments."""
+    return {name: row[name] for name in VALUE_COLUMNS}
+
+
 async def fetch_candles(conn: asyncpg.Connection, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
     """Stored candles of ``symbol`` with open time in [start_ms, end_ms), oldest first."""
     rows = await conn.fetch(
@@ -130,19 +151,6 @@ async def fetch_candles(conn: asyncpg.Connection, symbol: str, start_ms: int, en
     for r in rows:
         open_ms = datetime_to_ms(r["time"])
         out.append(
-            Candle(
-                symbol=r["symbol"],
-                open_time=open_ms,
-                close_time=open_ms + MINUTE_MS - 1,
-                open=r["open"],
-                high=r["high"],
-                low=r["low"],
-                close=r["close"],
-                volume=r["volume"],
-                quote_asset_volume=r["quote_asset_volume"],
-                number_of_trades=r["number_of_trades"],
-                taker_buy_base_asset_volume=r["taker_buy_base_asset_volume"],
-                taker_buy_quote_asset_volume=r["taker_buy_quote_asset_volume"],
-            )
+            Candle(symbol=r["symbol"], open_time=open_ms, close_time=open_ms + MINUTE_MS - 1, **row_values(r))
         )
     return out

@@ -20,6 +20,7 @@ from decimal import Decimal
 import asyncpg
 
 from quaint.binance.models import datetime_to_ms, ms_to_datetime
+from quaint.store.candles import VALUE_COLUMNS, row_values
 
 # Interval name -> (relation, bucket width). Parents before children: a hierarchical
 # aggregate refreshes from its parent's materialisation, so the order matters.
@@ -104,8 +105,7 @@ async def fetch_bars(
     rel, width = ROLLUPS[interval]
     minutes = "1" if interval == "1m" else "minutes"
     rows = await conn.fetch(
-        f"""SELECT time, open, high, low, close, volume, quote_asset_volume, number_of_trades,
-                   taker_buy_base_asset_volume, taker_buy_quote_asset_volume, {minutes} AS minutes
+        f"""SELECT time, {", ".join(VALUE_COLUMNS)}, {minutes} AS minutes
             FROM {rel} WHERE symbol = $1 AND time >= $2 AND time <= $3
             ORDER BY time {"DESC" if newest else ""} LIMIT $4""",
         symbol,
@@ -119,23 +119,7 @@ async def fetch_bars(
     out = []
     for r in rows:
         t = datetime_to_ms(r["time"])
-        out.append(
-            Bar(
-                symbol=symbol,
-                open_time=t,
-                close_time=t + w - 1,
-                open=r["open"],
-                high=r["high"],
-                low=r["low"],
-                close=r["close"],
-                volume=r["volume"],
-                quote_asset_volume=r["quote_asset_volume"],
-                number_of_trades=r["number_of_trades"],
-                taker_buy_base_asset_volume=r["taker_buy_base_asset_volume"],
-                taker_buy_quote_asset_volume=r["taker_buy_quote_asset_volume"],
-                minutes=r["minutes"],
-            )
-        )
+        out.append(Bar(symbol, t, t + w - 1, **row_values(r), minutes=r["minutes"]))
     return out
 
 
