@@ -12,7 +12,9 @@ Two measurements of the same candles:
   (receipt after decoding -> commit acknowledged), read as the difference between
   two scrapes; quantiles are bucket upper bounds (buckets of 0.5-1 ms up to 10 ms);
 * an independent probe in this process: a second WebSocket client subscribed to the
-  same kline streams stamps each closing (``x: true``) frame on arrival, and a
+  same kline streams stamps each closing (``x: true``) frame on arrival (in a thread of
+  its own, on return from the socket read, so a busy event loop cannot stamp it after
+  the commit it caused), and a
   LISTEN connection stamps the NOTIFY that a bench-only ``AFTER INSERT`` trigger on
   ``candles_1m`` sends; PostgreSQL delivers a NOTIFY only when its transaction
   commits, so the difference is receipt -> committed on one clock, plus the NOTIFY's
@@ -20,6 +22,10 @@ Two measurements of the same candles:
   frame to both sockets within a fraction of a millisecond. A lower bound comes with
   it: ``candles_1m.ingested_at`` (``now()``, the start of the feeder's upsert statement,
   which commits on its own) against the probe's wall-clock receipt time.
+
+A sample whose NOTIFY was stamped before its frame (possible when this process got no CPU
+for longer than the feeder's whole path, on a loaded machine) measures only the probe's
+own delay: it is counted and printed, never put into the percentiles.
 
 The ceiling, in the same window: a bare round trip, ``INSERT`` of one row into a plain
 table in autocommit (so it includes the commit's WAL flush), timed in this process every
@@ -33,14 +39,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import socket
 import statistics
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import orjson
-from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from bench import services as sv
 from bench.common import cpu_percent, durable_cluster, machine, result
@@ -75,19 +86,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def match(received: dict[Key, float], committed: dict[Key, float], since: float) -> tuple[list[float], int]:
-    """Latencies (s) of the candles received at or after ``since`` and committed; and
-    how many of those were never seen committed."""
-    out, missing = [], 0
+@dataclass
+class Matched:
+    latencies: list[float] = field(default_factory=list)  # receipt -> commit (s)
+    missing: int = 0  # received in the window, never seen committed
+    probe_late: int = 0  # the NOTIFY was stamped before the frame: the probe's own delay
+
+
+def match(received: dict[Key, float], committed: dict[Key, float], since: float) -> Matched:
+    """The candles received at or after ``since``, matched to their commits."""
+    out = Matched()
     for key, at in received.items():
         if at < since:
             continue
         done = committed.get(key)
         if done is None:
-            missing += 1
+            out.missing += 1
+        elif done < at:
+            out.probe_late += 1
         else:
-            out.append(done - at)
-    return out, missing
+            out.latencies.append(done - at)
+    return out
 
 
 async def _prepare(url: str) -> None:
@@ -100,19 +119,68 @@ async def _prepare(url: str) -> None:
         await conn.close()
 
 
-async def _probe(
-    ws_url: str, symbols: list[str], received: dict[Key, float], received_wall: dict[Key, float]
-) -> None:
-    streams = "/".join(f"{s.lower()}@kline_1m" for s in symbols)
-    async with connect(f"{ws_url}/stream?streams={streams}", max_queue=4096) as ws:
-        async for raw in ws:
-            at, wall = time.monotonic(), time.time()
-            data = orjson.loads(raw).get("data", {})
-            k = data.get("k", {})
-            if k.get("x") is True:
-                key = (data["s"], int(k["t"]))
-                received.setdefault(key, at)
-                received_wall.setdefault(key, wall)
+class Probe(threading.Thread):
+    """The second client: a blocking socket read in a thread of its own, the frame stamped as
+    the read returns (before any parsing), websockets' sans-I/O protocol for the rest."""
+
+    def __init__(self, port: int, symbols: list[str]) -> None:
+        super().__init__(name="latency-probe", daemon=True)
+        streams = "/".join(f"{s.lower()}@kline_1m" for s in symbols)
+        self.uri = parse_uri(f"ws://127.0.0.1:{port}/stream?streams={streams}")
+        self.received: dict[Key, float] = {}
+        self.received_wall: dict[Key, float] = {}
+        self.subscribed = threading.Event()
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:  # handed to the main thread by finish()
+            self.error = exc
+            self.subscribed.set()
+
+    def _read(self) -> None:
+        protocol = ClientProtocol(self.uri, max_size=None)
+        with socket.create_connection((self.uri.host, self.uri.port), timeout=10) as sock:
+            sock.settimeout(0.2)  # to see ``stopping``
+            protocol.send_request(protocol.connect())
+            pieces: list[bytes] = []
+            while not self.stopping.is_set():
+                for out in protocol.data_to_send():  # the request, pongs
+                    sock.sendall(out)
+                try:
+                    data = sock.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                at, wall = time.monotonic(), time.time()
+                if not data:
+                    raise ConnectionError("the simulator closed the probe's stream")
+                protocol.receive_data(data)
+                for event in protocol.events_received():
+                    if isinstance(event, Response):
+                        if event.status_code != 101:
+                            raise ConnectionError(f"probe handshake refused: HTTP {event.status_code}")
+                        self.subscribed.set()
+                    elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.CONT):
+                        pieces.append(bytes(event.data))
+                        if event.fin:
+                            self._stamp(b"".join(pieces), at, wall)
+                            pieces.clear()
+
+    def _stamp(self, raw: bytes, at: float, wall: float) -> None:
+        data = orjson.loads(raw).get("data", {})
+        k = data.get("k", {})
+        if k.get("x") is True:
+            key = (data["s"], int(k["t"]))
+            self.received.setdefault(key, at)
+            self.received_wall.setdefault(key, wall)
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join()
+        if self.error is not None:
+            raise RuntimeError(f"the latency probe failed: {self.error!r}") from self.error
 
 
 async def _round_trips(url: str, out: list[float]) -> None:
@@ -130,10 +198,9 @@ async def _round_trips(url: str, out: list[float]) -> None:
 
 @dataclass
 class Measured:
-    latencies: list[float]  # receipt -> NOTIFY delivered (s)
+    matched: Matched  # receipt -> NOTIFY delivered
     lower: list[float]  # receipt -> upsert statement start (s)
     round_trips: list[float]  # bare INSERT + COMMIT (s), during the window
-    missing: int
     before: dict[sv.MetricKey, float]
     after: dict[sv.MetricKey, float]
 
@@ -141,8 +208,6 @@ class Measured:
 async def _measure(
     url: str, sim: sv.Service, feeder: sv.Service, symbols: list[str], warmup: float, seconds: float
 ) -> Measured:
-    received: dict[Key, float] = {}
-    received_wall: dict[Key, float] = {}
     committed: dict[Key, float] = {}
 
     def on_notify(_c: object, _pid: int, _channel: str, payload: object) -> None:
@@ -151,10 +216,12 @@ async def _measure(
 
     listener = await asyncpg.connect(url)
     await listener.add_listener(CHANNEL, on_notify)
-    probe = asyncio.create_task(_probe(f"ws://127.0.0.1:{sim.port}", symbols, received, received_wall))
+    probe = Probe(sim.port, symbols)
+    probe.start()
     try:
+        await asyncio.to_thread(probe.subscribed.wait, 30)
         await asyncio.sleep(warmup)
-        m0 = await asyncio.to_thread(feeder.metrics)  # off the loop: the probe keeps stamping
+        m0 = await asyncio.to_thread(feeder.metrics)
         since = time.monotonic()
         round_trips: list[float] = []
         timer = asyncio.create_task(_round_trips(url, round_trips))
@@ -165,14 +232,14 @@ async def _measure(
         await asyncio.sleep(1.0)  # commits of the last candles received in the window
         rows = await listener.fetch(INGESTED)
     finally:
-        probe.cancel()
-        await asyncio.wait([probe])
+        await asyncio.to_thread(probe.finish)
         await listener.close()
-    in_window = {k: v for k, v in received.items() if v < since + seconds}
-    latencies, missing = match(in_window, committed, since)
+    in_window = {k: v for k, v in probe.received.items() if v < since + seconds}
+    matched = match(in_window, committed, since)
     started = {(r["symbol"], int(r["t"])): float(r["at"]) for r in rows}
-    lower = [started[k] - received_wall[k] for k, v in in_window.items() if v >= since and k in started]
-    return Measured(latencies, lower, round_trips, missing, m0, m1)
+    wall = probe.received_wall
+    lower = [started[k] - wall[k] for k, v in in_window.items() if v >= since and k in started]
+    return Measured(matched, lower, round_trips, m0, m1)
 
 
 def main() -> None:
@@ -205,13 +272,14 @@ def main() -> None:
     count = sv.metric(window, f"{name}_count", **kind)
     hist_p50 = sv.histogram_quantile(window, name, 0.50, **kind)
     hist_p99 = sv.histogram_quantile(window, name, 0.99, **kind)
-    ms = [x * 1000 for x in got.latencies]
+    ms = [x * 1000 for x in got.matched.latencies]
     low = [x * 1000 for x in got.lower]
     trip = [x * 1000 for x in got.round_trips]
     print(
         f"probe: {len(ms)} closed candles, receipt -> NOTIFY at commit p50 {percentile(ms, 0.5):.2f} ms,"
         f" p99 {percentile(ms, 0.99):.2f} ms, max {max(ms, default=float('nan')):.2f} ms,"
-        f" mean {statistics.fmean(ms) if ms else float('nan'):.2f} ms; {got.missing} never committed"
+        f" mean {statistics.fmean(ms) if ms else float('nan'):.2f} ms; {got.matched.missing} never committed,"
+        f" {got.matched.probe_late} left out (the probe stamped their frame after their commit)"
     )
     print(
         f"lower bound, receipt -> upsert start (ingested_at): p50 {percentile(low, 0.5):.2f} ms,"

@@ -53,9 +53,19 @@ def test_percentile_is_a_measured_value() -> None:
 def test_latencies_match_receipt_and_commit_per_candle() -> None:
     received = {("A", 0): 10.0, ("B", 0): 10.5, ("A", 60_000): 20.0, ("B", 60_000): 20.0}
     committed = {("A", 0): 10.002, ("A", 60_000): 20.004, ("B", 60_000): 20.001}
-    latencies, missing = match(received, committed, since=10.2)
-    assert sorted(round(x, 6) for x in latencies) == [0.001, 0.004]
-    assert missing == 1  # ("B", 0) was received in the window and never committed
+    matched = match(received, committed, since=10.2)
+    assert sorted(round(x, 6) for x in matched.latencies) == [0.001, 0.004]
+    assert matched.missing == 1  # ("B", 0) was received in the window and never committed
+    assert matched.probe_late == 0
+
+
+def test_a_commit_stamped_before_its_frame_is_counted_not_measured() -> None:
+    # A busy probe can stamp the NOTIFY before the frame that caused it: no latency, a count.
+    received = {("A", 0): 10.0, ("B", 0): 10.0}
+    committed = {("A", 0): 10.003, ("B", 0): 9.999}
+    matched = match(received, committed, since=9.0)
+    assert [round(x, 6) for x in matched.latencies] == [0.003]
+    assert (matched.missing, matched.probe_late) == (0, 1)
 
 
 def window(frames: float, growth: float, rows: int) -> Window:

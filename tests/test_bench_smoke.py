@@ -21,7 +21,7 @@ RESULT = re.compile(r"^RESULT (\S+) (\S+) (\S+)$", re.M)
 
 SMALL = {
     "ingest": ["--seconds", "1", "--warmup", "1", "--symbols", "2", "--ceiling-rows", "2000"],
-    "latency": ["--seconds", "4", "--warmup", "2", "--symbols", "2"],
+    "latency": ["--seconds", "6", "--warmup", "2", "--symbols", "2"],
     "backfill": ["--days", "1"],
     "archive": ["--days", "5", "--rest-days", "1"],
     "scan": ["--months", "1", "--symbols", "2", "--rounds", "1"],
