@@ -140,6 +140,12 @@ cmd_start() {
   echo "unix://$(socket_of)"
 }
 
+# Every step of stop is bounded, and its log lines carry the seconds since stop began, so a caller's
+# timeout (the compose test gives it 600 s) always sees how far it got.
+STOP_T0=$SECONDS
+slog() { log "+$((SECONDS - STOP_T0)) s: $*"; }
+engine_cli() { DOCKER_HOST=unix://$(socket_of) timeout "$1" "$DOCKER_CLI" "${@:2}"; }
+
 cmd_stop() {
   parse_dir "$@"
   local pid deadline
@@ -148,16 +154,16 @@ cmd_stop() {
     # the machine when it exits. Everything here belongs to this engine alone.
     if engine_answers; then
       local ids net
-      ids=$(DOCKER_HOST=unix://$(socket_of) docker_ ps -q)
+      ids=$(engine_cli 30 ps -q) || ids=""
       # shellcheck disable=SC2086  # one id per word
-      [[ -z $ids ]] || DOCKER_HOST=unix://$(socket_of) docker_ stop -t 10 $ids >/dev/null || true
-      for net in $(DOCKER_HOST=unix://$(socket_of) docker_ network ls -q --filter type=custom); do
-        DOCKER_HOST=unix://$(socket_of) docker_ network rm "$net" >/dev/null || true
+      [[ -z $ids ]] || engine_cli 60 stop -t 10 $ids >/dev/null || warn "docker stop failed or timed out"
+      for net in $(engine_cli 30 network ls -q --filter type=custom || true); do
+        engine_cli 30 network rm "$net" >/dev/null || true
       done
     fi
-    log "stopping dockerd (pid $pid)"
-    kill -TERM "$pid"
-    deadline=$((SECONDS + 90))
+    slog "stopping dockerd (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 60))
     local killed=0
     while process_alive "$pid"; do
       if ((SECONDS >= deadline)); then
@@ -165,28 +171,40 @@ cmd_stop() {
           warn "dockerd (pid $pid) still runs 10 s after SIGKILL; leaving it"
           break
         fi
-        warn "dockerd did not stop within 90 s; killing it"
+        warn "dockerd did not stop within 60 s; killing it"
         kill -KILL "$pid" 2>/dev/null || true
         killed=1
         deadline=$((SECONDS + 10))
       fi
       sleep 0.2
     done
+    slog "dockerd stopped"
   fi
-  # Shims of containers that outlived a killed engine: only processes of this engine (its socket path).
-  local shim
-  for shim in $(pgrep -f -- "-address $DIR/exec/containerd/containerd.sock" || true); do
-    kill -KILL "$shim" 2>/dev/null || true
+  # Shims of containers that outlived a killed engine: only this engine's (its socket in their command
+  # line). Found by /proc/*/comm first: reading every process's command line can block on a process
+  # stuck in the kernel, and a stop must not hang.
+  local comm pid_dir shim
+  for comm in /proc/[0-9]*/comm; do
+    [[ $(cat "$comm" 2>/dev/null) == containerd-shim* ]] || continue
+    pid_dir=${comm%/comm}
+    shim=${pid_dir#/proc/}
+    [[ $(tr '\0' ' ' 2>/dev/null <"$pid_dir/cmdline") == *"-address $DIR/exec/containerd/containerd.sock"* ]] &&
+      kill -KILL "$shim" 2>/dev/null
   done
   # Mounts left under DIR (overlay layers, netns) would make the directory impossible to delete.
   local mnt
   while read -r mnt; do
-    if [[ -n $mnt ]]; then umount -l "$mnt" 2>/dev/null || true; fi
+    if [[ -n $mnt ]]; then timeout 30 umount -l "$mnt" 2>/dev/null || true; fi
   done < <(findmnt -rn -o TARGET | awk -v d="$DIR/" 'index($0, d) == 1' | sort -r)
   if [[ $PURGE -eq 1 && -d $DIR ]]; then
     [[ -f $DIR/$MARKER ]] || die "$DIR has no $MARKER marker; not deleting it"
-    rm -rf -- "$DIR"
-    log "deleted $DIR"
+    # Gigabytes of image layers: DIR is gone at once (renamed aside) and its files are deleted by a
+    # detached process, so no caller waits on a slow disk.
+    local trash
+    trash=$(mktemp -d "$(dirname "$DIR")/.quaint-docker-trash.XXXXXX")
+    mv -- "$DIR" "$trash/"
+    setsid rm -rf -- "$trash" </dev/null >/dev/null 2>&1 &
+    slog "deleted $DIR (its files go in the background: $trash)"
   fi
 }
 

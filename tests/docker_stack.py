@@ -188,7 +188,11 @@ def running_engine() -> Iterator[Engine]:
         yield engine
     finally:
         t0 = time.monotonic()
-        engine.run(str(ENGINE_SCRIPT), "stop", "--dir", str(directory), "--purge", timeout=180, check=False)
+        # The script bounds each of its steps and stamps its lines; its log is kept beside the others.
+        done = engine.run(
+            str(ENGINE_SCRIPT), "stop", "--dir", str(directory), "--purge", timeout=600, check=False
+        )
+        (ARTIFACTS / "engine-stop.log").write_text(done.stderr)
         engine.timings["engine stop"] = time.monotonic() - t0
 
 
