@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from quaint.store.quality_event import EVENT_TYPES
 from quaint.store.schema import (
     SchemaInfo,
     TimescaleUnavailable,
@@ -272,14 +273,20 @@ async def test_missing_timescaledb_says_how_to_install() -> None:
         await check_timescaledb(_NoTimescale())
 
 
-async def test_a_database_from_before_the_archive_event_types_is_widened(db_pool: asyncpg.Pool) -> None:
+async def test_a_database_from_before_the_newer_event_types_is_widened(db_pool: asyncpg.Pool) -> None:
     """init.sql creates data_quality_logs only if missing, so an existing database keeps its old CHECK:
-    the schema's migration step widens it once, and archive fallbacks are then stored under their own type."""
+    the schema's migration step widens it once, and every event type the services know is then stored."""
     old = (
         "'gap_detected', 'gap_backfilled', 'gap_unrecoverable', 'ws_reconnect', 'db_unavailable', "
         "'data_dropped', 'error'"
     )
     async with db_pool.acquire() as conn:
+        fresh = "INSERT INTO data_quality_logs (event_type, source) VALUES ($1, 'test')"
+        for event_type in sorted(EVENT_TYPES):  # the CREATE TABLE's own list knows them all too
+            await conn.execute(fresh, event_type)
+        await conn.execute(
+            "DELETE FROM data_quality_logs WHERE source = 'test'"
+        )  # the old CHECK refuses them
         await conn.execute(
             "ALTER TABLE data_quality_logs DROP CONSTRAINT data_quality_logs_event_type_check,"
             f" ADD CONSTRAINT data_quality_logs_event_type_check CHECK (event_type IN ({old}))"
@@ -290,11 +297,6 @@ async def test_a_database_from_before_the_archive_event_types_is_widened(db_pool
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(insert, "archive_short")
         await apply_schema(conn)
-        for event_type in (
-            "archive_missing",
-            "archive_checksum_mismatch",
-            "archive_short",
-            "archive_mismatch",
-        ):
+        for event_type in sorted(EVENT_TYPES):
             await conn.execute(insert, event_type)
         await apply_schema(conn)  # and again: nothing left to widen

@@ -194,7 +194,8 @@ CREATE TABLE IF NOT EXISTS data_quality_logs (
                           'gap_detected', 'gap_backfilled', 'gap_unrecoverable', 'ws_reconnect',
                           'db_unavailable', 'data_dropped', 'error', 'archive_missing',
                           'archive_checksum_mismatch', 'archive_short', 'archive_malformed',
-                          'archive_mismatch')),
+                          'archive_mismatch', 'symbol_listed', 'symbol_halted', 'symbol_resumed',
+                          'symbol_delisted', 'db_failover', 'leader_changed')),
     gap_start         TIMESTAMPTZ,
     gap_end           TIMESTAMPTZ,
     candles_missing   INTEGER CHECK (candles_missing >= 0),
@@ -206,18 +207,21 @@ CREATE TABLE IF NOT EXISTS data_quality_logs (
     resolved_at       TIMESTAMPTZ,
     CONSTRAINT data_quality_logs_gap_order CHECK (gap_end IS NULL OR gap_start <= gap_end)
 );
--- A database made before the archive event types: widen its CHECK once (the ALTER locks this
--- small table briefly; skipped when the constraint already lists them).
+-- A database made before the newest event types (archive fallbacks; universe changes, failover and
+-- leadership): widen its CHECK once (the ALTER locks this small table briefly; skipped when the
+-- constraint already lists the last one added).
 DO $quality_types$
 BEGIN
     IF pg_get_constraintdef((SELECT oid FROM pg_constraint
                              WHERE conname = 'data_quality_logs_event_type_check'
-                               AND conrelid = 'data_quality_logs'::regclass)) NOT LIKE '%archive_mismatch%' THEN
+                               AND conrelid = 'data_quality_logs'::regclass)) NOT LIKE '%leader_changed%' THEN
         ALTER TABLE data_quality_logs DROP CONSTRAINT data_quality_logs_event_type_check,
             ADD CONSTRAINT data_quality_logs_event_type_check CHECK (event_type IN (
                 'gap_detected', 'gap_backfilled', 'gap_unrecoverable', 'ws_reconnect',
                 'db_unavailable', 'data_dropped', 'error', 'archive_missing',
-                'archive_checksum_mismatch', 'archive_short', 'archive_malformed', 'archive_mismatch'));
+                'archive_checksum_mismatch', 'archive_short', 'archive_malformed', 'archive_mismatch',
+                'symbol_listed', 'symbol_halted', 'symbol_resumed', 'symbol_delisted', 'db_failover',
+                'leader_changed'));
     END IF;
 END
 $quality_types$;

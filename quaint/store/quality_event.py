@@ -22,6 +22,14 @@ EVENT_TYPES = frozenset(
         "archive_short",
         "archive_malformed",
         "archive_mismatch",
+        # The universe of symbols changing at run time.
+        "symbol_listed",
+        "symbol_halted",
+        "symbol_resumed",
+        "symbol_delisted",
+        # Past one machine: a database primary changed, the active gap handler changed.
+        "db_failover",
+        "leader_changed",
     }
 )
 
