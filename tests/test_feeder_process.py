@@ -90,8 +90,9 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
             _, during = await f.health()
             await wait_until(
                 lambda: time.monotonic() - stopped_at >= OUTAGE_S and f.feeder.acc.candle_depth > 0,
-                OUTAGE_S + 10, f"{OUTAGE_S:g} s of outage with candles buffered",
-            )  # fmt: skip
+                OUTAGE_S + 10,
+                f"{OUTAGE_S:g} s of outage with candles buffered",
+            )
             buffered = f.feeder.acc.candle_depth
         finally:
             await cluster("start", datadir)
@@ -124,12 +125,22 @@ def feeder_env(db_url: str, ws_url: str) -> dict[str, str]:
     parts = urlsplit(db_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "FEEDER_", "BATCH_"))}
     env.update(
-        DB_HOST=parts.hostname or "127.0.0.1", DB_PORT=str(parts.port or 5432), DB_USER=parts.username or "",
-        DB_PASSWORD=parts.password or "", DB_NAME=parts.path.lstrip("/"), SYMBOLS="btcusdt,ETHUSDT",
-        BINANCE_WS_URL=ws_url, FEEDER_HOST="127.0.0.1", FEEDER_PORT="0", LOG_FORMAT="json",
-        BOOK_TICKER_MODE="all", BATCH_SIZE="100000", BATCH_MAX_ROWS="100000", BATCH_TIMEOUT_MS="600000",
+        DB_HOST=parts.hostname or "127.0.0.1",
+        DB_PORT=str(parts.port or 5432),
+        DB_USER=parts.username or "",
+        DB_PASSWORD=parts.password or "",
+        DB_NAME=parts.path.lstrip("/"),
+        SYMBOLS="btcusdt,ETHUSDT",
+        BINANCE_WS_URL=ws_url,
+        FEEDER_HOST="127.0.0.1",
+        FEEDER_PORT="0",
+        LOG_FORMAT="json",
+        BOOK_TICKER_MODE="all",
+        BATCH_SIZE="100000",
+        BATCH_MAX_ROWS="100000",
+        BATCH_TIMEOUT_MS="600000",
         SHUTDOWN_FLUSH_TIMEOUT_S="10",
-    )  # fmt: skip
+    )
     return env
 
 
@@ -139,9 +150,14 @@ async def test_process_serves_health_and_metrics_and_flushes_on_sigterm(db_url: 
     # that never fills, so only the shutdown flush can write them.
     async with running_simulator(start=SIM_START, speed=1, symbols=SYMBOLS, book_rate=20) as s:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "feeder", env=feeder_env(db_url, s.ws_url), cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "feeder",
+            env=feeder_env(db_url, s.ws_url),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert proc.stdout is not None
         lines: list[dict[str, object]] = []
         try:
