@@ -146,9 +146,12 @@ async def test_missing_minutes_are_missing(api: Api) -> None:
     assert [r[5] for r in hours] == ["45.00000000", "37.50000000", "90.00000000"]
     assert [r[8] for r in hours] == [7 * 30, 7 * 25, 7 * 60]
     _, none, _ = await api.get(
-        "/api/v3/klines", symbol=HOLEY, interval="5m", startTime=HOLEY_START + 35 * MINUTE_MS,
+        "/api/v3/klines",
+        symbol=HOLEY,
+        interval="5m",
+        startTime=HOLEY_START + 35 * MINUTE_MS,
         endTime=HOLEY_START + 85 * MINUTE_MS,
-    )  # fmt: skip
+    )
     assert none == []
 
 
