@@ -37,10 +37,12 @@ from feeder.metrics import FeederMetrics, StateCollector
 from feeder.settings import FeederSettings
 from feeder.stream import ConnectionSlot, Connector
 from feeder.writer import Sender
+from quaint.binance.rest_client import RestClient
 from quaint.service.clock import wall_ms
 from quaint.service.health import HealthReport
 from quaint.service.lifecycle import Resources, ServiceSpec
 from quaint.service.retry import jittered_backoff
+from quaint.service.universe import ordered, resolve_at_start
 from quaint.store.candles import newest_open_times
 
 log = structlog.get_logger(__name__)
@@ -71,10 +73,12 @@ class Feeder:
         db_retry_delays: DelayPolicy,
         connector: Connector | None,
         clock: Callable[[], float],
+        symbols: list[str] | None = None,
     ) -> None:
         s = settings
         self.settings = s
-        self.symbols = list(s.symbols)
+        # Resolved by assemble() when SYMBOLS holds a pattern; the fixed list otherwise.
+        self.symbols = list(s.universe.static_symbols() if symbols is None else symbols)
         self.clock = clock
         self.registry = registry
         self.pool = resources.pool
@@ -247,6 +251,9 @@ async def assemble(
     clock: Callable[[], float] = time.monotonic,
 ) -> Feeder:
     """Every part of the feeder on the process's resources, ready to run."""
+    rest = RestClient(resources.session, settings.binance_rest_url)
+    universe = await resolve_at_start(rest, settings.universe, default_reconnect_delays(settings))
+    static = settings.universe.static_symbols()
     feeder = Feeder(
         settings,
         resources,
@@ -255,6 +262,7 @@ async def assemble(
         db_retry_delays=db_retry_delays or default_db_retry_delays(settings),
         connector=connector,
         clock=clock,
+        symbols=static if not settings.universe.dynamic else ordered(universe.trading),
     )
     await feeder.prepare()
     return feeder

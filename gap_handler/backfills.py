@@ -43,6 +43,8 @@ from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
 from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 from quaint.binance.rest_client import ApiRejected
+from quaint.service.retry import jittered_backoff
+from quaint.service.universe import ordered, resolve_at_start
 from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
 
 log = structlog.get_logger(__name__)
@@ -74,7 +76,8 @@ class Backfills:
         self.metrics = metrics
         self.clock = clock
         self.now_ms = clock.now_ms  # the exchange's time: what is due is the exchange's call
-        self.symbols = list(settings.symbols)
+        # A pattern's symbols are resolved when the scans start (universe_loop adds them).
+        self.symbols = settings.universe.static_symbols()
         self.queue: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self.claimed: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
@@ -136,8 +139,21 @@ class Backfills:
 
     # ---- scanning --------------------------------------------------------------------
 
+    def add_symbols(self, symbols: list[str]) -> list[str]:
+        """Start scanning ``symbols`` (a listing, or a pattern resolved); returns the new ones."""
+        new = [s for s in symbols if s not in self.claimed]
+        for s in new:
+            self.symbols.append(s)
+            self.claimed[s], self.parked[s], self.current_holes[s], self.running[s] = [], [], [], []
+        return new
+
     async def scan_loop(self) -> None:
-        await self.fetcher.load_weight_limit(self.symbols[0])
+        spec = self.settings.universe
+        if spec.dynamic:
+            found = await resolve_at_start(self.fetcher.client, spec, lambda: jittered_backoff(1.0, 30.0))
+            self.add_symbols(ordered(found.trading))
+        if self.symbols:  # none yet (a pattern matching nothing): the default limit holds
+            await self.fetcher.load_weight_limit(self.symbols[0])
         # One attempt: the first scan should not ask for minutes only the host thinks
         # closed; if the exchange does not answer, pages wait for a sample anyway.
         await self.clock.try_sync(max_attempts=1, only_if="unsynced")

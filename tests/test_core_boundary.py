@@ -37,6 +37,7 @@ CORE_MODULES = [
     "quaint.binance.rules",
     "quaint.binance.symbols",
     "quaint.binance.exchange_info",
+    "quaint.binance.universe",
     # Value types shared by the services, and the injected retry policies.
     "quaint.service.health",
     "quaint.store.quality_event",

@@ -25,6 +25,7 @@ from quaint.binance.errors import ProtocolError
 from quaint.binance.models import KlineColumns
 from quaint.binance.parse import parse_api_error, parse_timestamp
 from quaint.binance.rest_parse import parse_rest_kline_columns
+from quaint.binance.universe import ListedSymbol, UniverseError, parse_listed
 from quaint.service.retry import parse_retry_after
 
 KLINES_PATH = "/api/v3/klines"
@@ -32,6 +33,8 @@ TIME_PATH = "/api/v3/time"
 EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
 USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 _MAX_BODY_BYTES = 8 << 20
+# The whole market's exchangeInfo: ~2 kB per symbol, a few thousand symbols.
+_MAX_EXCHANGE_INFO_BYTES = 64 << 20
 _DEFAULT_RETRY_AFTER_S = 60.0
 
 
@@ -175,14 +178,14 @@ def _decode_json(body: bytes) -> Any:
     return json.loads(body)
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     """The whole body, but never more than the cap (+1 byte, to tell it was exceeded)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_chunked(64 * 1024):
         chunks.append(chunk)
         size += len(chunk)
-        if size > _MAX_BODY_BYTES:
+        if size > cap:
             break
     return b"".join(chunks)
 
@@ -195,12 +198,14 @@ class RestClient:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def _get(self, path: str, params: Mapping[str, str]) -> tuple[Any, int | None]:
+    async def _get(
+        self, path: str, params: Mapping[str, str], cap: int = _MAX_BODY_BYTES
+    ) -> tuple[Any, int | None]:
         url = self._base + path
         try:
             async with self._session.get(url, params=params, timeout=self._timeout) as resp:
                 status, headers = resp.status, resp.headers
-                body = await _read_capped(resp)
+                body = await _read_capped(resp, cap)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransportError(f"{path}: {type(exc).__name__}: {exc}") from exc
         used = _used_weight(headers)
@@ -210,8 +215,8 @@ class RestClient:
             raise IpBanned(_retry_after(headers), used)
         if status >= 500:
             raise ServerError(f"{path}: HTTP {status}", status=status, used_weight=used)
-        if len(body) > _MAX_BODY_BYTES:
-            raise MalformedResponse(f"{path}: body larger than {_MAX_BODY_BYTES} bytes", status=status)
+        if len(body) > cap:
+            raise MalformedResponse(f"{path}: body larger than {cap} bytes", status=status)
         try:
             decoded = _decode_json(body) if body else None
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; deep nesting
@@ -257,6 +262,14 @@ class RestClient:
         except ProtocolError as exc:
             raise MalformedResponse(f"exchangeInfo: {exc}", status=200, used_weight=used) from None
         return ExchangeLimits(limits, used)
+
+    async def listed_symbols(self) -> list[ListedSymbol]:
+        """Every symbol of exchangeInfo with its status and quote asset (weight 20)."""
+        body, used = await self._get(EXCHANGE_INFO_PATH, {}, _MAX_EXCHANGE_INFO_BYTES)
+        try:
+            return parse_listed(body)
+        except UniverseError as exc:
+            raise MalformedResponse(str(exc), status=200, used_weight=used) from None
 
 
 __all__ = [

@@ -7,7 +7,6 @@ the process with one line per bad variable (see :func:`load_settings`).
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -16,7 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+from quaint.binance.universe import UniverseError, UniverseSpec, parse_entries, parse_spec
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["json", "console", "auto"]
@@ -26,22 +25,14 @@ LogFormat = Literal["json", "console", "auto"]
 DB_ALIASES = {"db_user": "postgres_user", "db_password": "postgres_password", "db_name": "postgres_db"}
 
 
-def parse_symbol_list(value: object) -> object:
-    """``"btcusdt, ETHUSDT"`` -> ``["BTCUSDT", "ETHUSDT"]``; invalid names are refused
-    rather than silently subscribing to a stream that never sends anything."""
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, list | tuple):
-        symbols = [str(s).strip().upper() for s in value]
-        bad = [s for s in symbols if not _SYMBOL.match(s)]
-        if bad:
-            raise ValueError(f"invalid symbol(s): {', '.join(bad)} (expected e.g. BTCUSDT)")
-        if not symbols:
-            raise ValueError("at least one symbol is required")
-        if len(set(symbols)) != len(symbols):
-            raise ValueError("duplicate symbols")
-        return symbols
-    return value
+def parse_universe_entries(value: object, *, allow_all: bool) -> object:
+    """SYMBOLS / SYMBOLS_EXCLUDE: names, ``*QUOTE`` patterns and (SYMBOLS only) ``ALL``."""
+    if not isinstance(value, str | list | tuple):
+        return value
+    try:
+        return parse_entries(value, allow_all=allow_all)
+    except UniverseError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Settings(BaseSettings):
@@ -69,7 +60,11 @@ class Settings(BaseSettings):
     # Market data needs no key; kept for the seed's compatibility and never logged.
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
+    # Names, or patterns resolved from exchangeInfo: ALL, *USDT (quote asset); see quaint.binance.universe.
     symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"])
+    symbols_exclude: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How often a pattern's set is resolved again (listings, halts, delistings at run time).
+    universe_refresh_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     binance_ws_url: str = "wss://stream.binance.com:9443"
     binance_rest_url: str = "https://api.binance.com"
     # What the BINANCE_* URLs serve: the database is marked with it, and a service refuses
@@ -106,7 +101,30 @@ class Settings(BaseSettings):
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: object) -> object:
-        return parse_symbol_list(value)
+        entries = parse_universe_entries(value, allow_all=True)
+        if isinstance(entries, list) and not entries:
+            raise ValueError("at least one symbol is required")
+        return entries
+
+    @field_validator("symbols_exclude", mode="before")
+    @classmethod
+    def _split_exclude(cls, value: object) -> object:
+        return parse_universe_entries(value, allow_all=False)
+
+    @model_validator(mode="after")
+    def _universe_valid(self) -> Settings:
+        try:
+            parse_spec(self.symbols, self.symbols_exclude)
+        except UniverseError as exc:
+            raise PydanticCustomError(
+                "universe", "{msg}", {"variable": "SYMBOLS_EXCLUDE", "msg": str(exc)}
+            ) from None
+        return self
+
+    @property
+    def universe(self) -> UniverseSpec:
+        """SYMBOLS and SYMBOLS_EXCLUDE as one value (validated at construction)."""
+        return parse_spec(self.symbols, self.symbols_exclude)
 
     @field_validator("log_level", mode="before")
     @classmethod
