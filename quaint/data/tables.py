@@ -1,0 +1,174 @@
+"""From the store's COPY CSV stream (:mod:`quaint.store.history`) to Arrow tables, and from
+Arrow to what the caller asked for.
+
+The stream is parsed in bulk by Arrow's CSV reader, a few MB at a time (cut at a newline:
+no value holds one), decimals first as their exact text. The text becomes
+``decimal128(38, scale)`` with the scale of the widest value read (at least the exchange's
+8 places, so reads of Binance data share one type), or ``decimal256`` when 38 digits do not
+hold a value; the cast refuses to round, so a value is never changed. ``float64`` is the
+explicit lossy choice.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
+
+    Frame: TypeAlias = pd.DataFrame | pl.DataFrame | pa.Table
+else:
+    Frame: TypeAlias = Any  # what the caller asked for: pandas and polars are imported only then
+
+Decimals = Literal["exact", "float64"]
+Output = Literal["pandas", "polars", "arrow"]
+OUTPUTS: tuple[Output, ...] = ("pandas", "polars", "arrow")
+DECIMALS: tuple[Decimals, ...] = ("exact", "float64")
+
+# Binance's spot prices and quantities have 8 decimal places; a column is never narrower.
+MIN_SCALE = 8
+TIME = pa.timestamp("us", tz="UTC")
+# Arrow's CSV reader is handed this much at a time (COPY sends a few kB per chunk).
+PARSE_BYTES = 4 * 2**20
+
+
+class TextTable:
+    """Collects the COPY stream of ``columns`` (``integers`` parsed as int64, the rest kept
+    as text) into Arrow tables of at least :data:`PARSE_BYTES` each. ``on_table`` (if given)
+    takes each table as it is parsed instead of keeping it (the export's streaming path)."""
+
+    def __init__(
+        self,
+        columns: Sequence[str],
+        integers: Sequence[str],
+        on_table: Callable[[pa.Table], None] | None = None,
+    ) -> None:
+        self.types = {c: pa.int64() if c in integers else pa.string() for c in columns}
+        self.read = pa_csv.ReadOptions(column_names=list(columns), use_threads=False)
+        # Arrow's thread pool: with polars loaded as well the process aborts at exit
+        # ("terminate called without an active exception", pyarrow 26 / polars 2.1). One
+        # parse at a time is all a stream needs anyway.
+        self.convert = pa_csv.ConvertOptions(
+            column_types=self.types, strings_can_be_null=True, quoted_strings_can_be_null=False
+        )
+        self.on_table = on_table
+        self.tables: list[pa.Table] = []
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.bytes = 0
+        self.rows = 0
+
+    async def __call__(self, chunk: bytes) -> None:
+        self.pending.append(chunk)
+        self.pending_bytes += len(chunk)
+        self.bytes += len(chunk)
+        if self.pending_bytes >= PARSE_BYTES:
+            data = b"".join(self.pending)
+            cut = data.rfind(b"\n") + 1
+            self.pending, self.pending_bytes = [data[cut:]], len(data) - cut
+            self._parse(data[:cut])
+
+    def _parse(self, data: bytes) -> None:
+        if not data:
+            return
+        table = pa_csv.read_csv(io.BytesIO(data), read_options=self.read, convert_options=self.convert)
+        self.rows += table.num_rows
+        if self.on_table is not None:
+            self.on_table(table)
+        else:
+            self.tables.append(table)
+
+    def finish(self) -> pa.Table:
+        """Parse what is left; the whole stream as one table (empty when ``on_table`` took it)."""
+        self._parse(b"".join(self.pending))
+        self.pending, self.pending_bytes = [], 0
+        schema = pa.schema(list(self.types.items()))
+        return pa.concat_tables(self.tables) if self.tables else schema.empty_table()
+
+
+def decimal_type(text: pa.ChunkedArray[pa.StringScalar]) -> pa.DataType:
+    """The narrowest exact decimal type for a column of NUMERIC text (see the module doc)."""
+    point = pc.find_substring(text, ".")
+    length = pc.utf8_length(text)
+    has_point = pc.greater_equal(point, pa.scalar(0))
+    after = pc.subtract(pc.subtract(length, point), pa.scalar(1))
+    places = pc.max(pc.if_else(has_point, after, pa.scalar(0))).as_py()
+    digits = pc.max(pc.if_else(has_point, point, length)).as_py()  # a sign counts: one digit spare
+    scale = max(MIN_SCALE, places or 0)
+    whole = max(digits or 1, 1)
+    if whole + scale <= 38:
+        return pa.decimal128(38, scale)
+    return pa.decimal256(min(76, whole + scale), scale)
+
+
+def numeric_column(
+    name: str, text: pa.ChunkedArray[pa.StringScalar], decimals: Decimals
+) -> pa.ChunkedArray[Any]:
+    """NUMERIC text as exact decimals, or float64; a clear error for what does not fit."""
+    target = pa.float64() if decimals == "float64" else decimal_type(text)
+    try:
+        return pc.cast(text, target)
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"column {name}: a stored value does not convert to {target}: {exc}") from None
+
+
+def typed(table: pa.Table, numerics: Sequence[str], decimals: Decimals) -> pa.Table:
+    """``table`` from :class:`TextTable` with ``time`` as UTC timestamps and the ``numerics``
+    as decimals (or float64)."""
+    columns = []
+    for name in table.column_names:
+        col = table.column(name)
+        if name == "time":
+            col = col.cast(TIME)
+        elif name in numerics:
+            col = numeric_column(name, col, decimals)
+        columns.append(col)
+    return pa.table(columns, names=table.column_names)
+
+
+def expand_features(table: pa.Table) -> pa.Table:
+    """``symbol, time, version`` and one column per feature key (the union of all rows' keys,
+    sorted by name, as a model is fed them; a row without a key has null there), from the
+    JSON text in ``features``."""
+    docs = [orjson.loads(text or "null") for text in table.column("features").to_pylist()]
+    keys: dict[str, None] = {}
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise ValueError("a feature_cache row holds JSON that is not an object")
+        keys.update(dict.fromkeys(doc))
+    fixed = ["symbol", "time", "version"]
+    clash = sorted(set(keys) & set(fixed))
+    if clash:
+        raise ValueError(f"feature keys {clash} clash with the columns {fixed}")
+    columns: dict[str, Any] = {name: table.column(name) for name in fixed}
+    columns["time"] = columns["time"].cast(TIME)
+    for key in sorted(keys):
+        columns[key] = pa.array([doc.get(key) for doc in docs])
+    return pa.table(columns)
+
+
+def convert(table: pa.Table, output: Output) -> Frame:
+    """``table`` as a pandas DataFrame (decimals as ``Decimal`` objects), a polars DataFrame
+    (``pl.Decimal``) or itself."""
+    if output == "arrow":
+        return table
+    if output == "pandas":
+        return table.to_pandas()
+    import polars as pl
+
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)  # a Table gives a DataFrame (a Series only from an Array)
+    return frame
+
+
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, allowed))}")
