@@ -28,8 +28,9 @@ Errors are handled by their class (:mod:`quaint.store.errors`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import structlog
@@ -51,9 +52,16 @@ log = structlog.get_logger(__name__)
 
 # Closed candles of a minute arrive together (every symbol closes at once) and in a few
 # socket reads: two lanes beside the main one start each read's candles at once. Each
-# holds a pool connection only while it writes (DB_POOL_MAX_SIZE 5: main lane, two
-# express lanes, the feature task).
+# keeps a pool connection of its own (DB_POOL_MAX_SIZE 5: two express lanes, the main
+# lane, the feature task, one spare); a smaller pool gets fewer lanes (``lanes_for``).
 EXPRESS_LANES = 2
+# Connections an express lane may never keep: one for the main lane, one for the rest.
+POOL_RESERVE = 2
+
+
+def lanes_for(pool_max_size: int, wanted: int = EXPRESS_LANES) -> int:
+    """Express lanes a pool of ``pool_max_size`` can hold without starving the main lane."""
+    return max(0, min(wanted, pool_max_size - POOL_RESERVE))
 
 
 def split(batch: Batch) -> tuple[Batch, Batch]:
@@ -93,6 +101,39 @@ class _Delays:
         return next(self._transient if failure is DbErrorClass.TRANSIENT else self._retry)
 
 
+class _Lease:
+    """Where one lane's writes run. The main lane takes a pool connection per batch; an
+    express lane keeps its own between writes, so a closed candle's write starts with no
+    pool acquire and waits for no release: asyncpg resets every released connection (one
+    more round trip), and that reset stood between a burst's candles. Given back after any
+    failure, so the pool replaces a broken connection or resets a used one."""
+
+    def __init__(self, pool: asyncpg.Pool, *, keep: bool) -> None:
+        self.pool, self.keep = pool, keep
+        self.held: asyncpg.pool.PoolConnectionProxy | None = None
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        if not self.keep:
+            async with self.pool.acquire() as conn:
+                yield conn
+            return
+        if self.held is not None and self.held.is_closed():  # the server went away meanwhile
+            await self.give_back()
+        if self.held is None:
+            self.held = await self.pool.acquire()
+        try:
+            yield self.held
+        except BaseException:
+            await self.give_back()
+            raise
+
+    async def give_back(self) -> None:
+        conn, self.held = self.held, None
+        if conn is not None:
+            await self.pool.release(conn)
+
+
 class Sender:
     def __init__(
         self,
@@ -112,7 +153,7 @@ class Sender:
         self.retry_delays = retry_delays
         self.transient_delays = transient_delays
         self.write_timeout_s = write_timeout_s
-        self.express_lanes = express_lanes
+        self.express_lanes = lanes_for(pool.get_max_size(), express_lanes)
         self.clock = clock
         self.connected = True
         self.candles_written = 0
@@ -135,11 +176,12 @@ class Sender:
     async def _main(self) -> None:
         acc = self.acc
         delays = _Delays(self.retry_delays, self.transient_delays)
+        lease = _Lease(self.pool, keep=False)
         while True:
             now = self.clock()
             batch = acc.poll(now)
             if batch is not None:
-                await self._write_settled(batch, delays)
+                await self._write_settled(batch, delays, lease)
                 continue
             if acc.finished:
                 return
@@ -153,19 +195,23 @@ class Sender:
     async def _express(self) -> None:
         acc = self.acc
         delays = _Delays(self.retry_delays, self.transient_delays)
-        while True:
-            batch = acc.poll_candles()
-            if batch is None:
-                if acc.closing:
-                    return  # the main lane flushes what is left
-                await acc.candles_ready.wait()
-                continue
-            # A failed batch is put back: the main lane retries it, this lane waits its turn.
-            await self._write_settled(batch, delays)
+        lease = _Lease(self.pool, keep=True)
+        try:
+            while True:
+                batch = acc.poll_candles()
+                if batch is None:
+                    if acc.closing:
+                        return  # the main lane flushes what is left
+                    await acc.candles_ready.wait()
+                    continue
+                # A failed batch is put back: the main lane retries it, this lane waits its turn.
+                await self._write_settled(batch, delays, lease)
+        finally:
+            await lease.give_back()
 
-    async def _write_settled(self, batch: Batch, delays: _Delays) -> None:
+    async def _write_settled(self, batch: Batch, delays: _Delays, lease: _Lease) -> None:
         """Write a polled batch and settle it; after a failure, wait the lane's next delay."""
-        failure = await self._write(batch)
+        failure = await self._write(batch, lease)
         self.acc.settle()
         if failure is None:
             delays.reset()
@@ -174,7 +220,7 @@ class Sender:
 
     # ---- one batch ----
 
-    async def _write(self, batch: Batch) -> DbErrorClass | None:
+    async def _write(self, batch: Batch, lease: _Lease) -> DbErrorClass | None:
         """Commit a batch (bisecting around rejected rows). None when every row is written
         or isolated; otherwise the class of the error that stopped it, the unwritten rows
         back in the accumulator."""
@@ -184,7 +230,7 @@ class Sender:
             try:
                 started, rows = self.clock(), part.rows
                 async with asyncio.timeout(self.write_timeout_s):
-                    await self._commit(part)
+                    await self._commit(part, lease)
             except DB_ERRORS as exc:
                 kind = classify_db_error(exc)
                 self.metrics.db_errors.labels(kind).inc()
@@ -206,13 +252,13 @@ class Sender:
             self._committed(part, started, rows)
         return None
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _commit(self, batch: Batch, lease: _Lease) -> None:
         """Candles first, in one statement that commits on its own: a closed candle's
         receipt-to-commit latency is mostly round trips, and the upsert is idempotent,
         so they need not wait for the rest. Once committed they leave the batch, so a
         failure after that retries (or bisects) only the ticks and events, which
         commit together, all or nothing: ticks have no key and must never half-repeat."""
-        async with self.pool.acquire() as conn:
+        async with lease.connection() as conn:
             if batch.candles:
                 await upsert_candles(conn, batch.candles, "ws")
                 self._candles_committed(batch)

@@ -18,7 +18,7 @@ from feeder.core.accumulator import Accumulator
 from feeder.core.events import gap_event
 from feeder.core.gaps import Gap
 from feeder.metrics import FeederMetrics
-from feeder.writer import Sender
+from feeder.writer import Sender, lanes_for
 from quaint.binance.models import MINUTE_MS, CandleRow
 from quaint.store.candles import upsert_candles
 from quaint.store.pool import prepare_connection
@@ -44,6 +44,13 @@ class FlakyPool:
             self.refused += 1
             raise ConnectionRefusedError(111, "Connect call failed")
         return self.pool.acquire()
+
+    async def release(self, conn: Any) -> None:
+        await self.pool.release(conn)
+
+    def get_max_size(self) -> int:
+        size: int = self.pool.get_max_size()
+        return size
 
 
 @pytest.fixture
@@ -211,3 +218,10 @@ async def test_a_closed_candle_is_committed_while_a_book_tick_copy_is_blocked(db
     finally:
         await holder.close()
         await real.close()
+
+
+def test_express_lanes_never_take_the_connections_the_main_lane_needs() -> None:
+    # Each express lane keeps a connection: a pool too small for them gets fewer, never a
+    # main lane waiting for ever on a pool the lanes hold.
+    assert [lanes_for(size) for size in (1, 2, 3, 4, 5, 100)] == [0, 0, 1, 2, 2, 2]
+    assert lanes_for(10, wanted=0) == 0
