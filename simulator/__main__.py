@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from quaint.service.logging import configure_logging
 from simulator.settings import SimSettings, describe_errors
 
-_REPEATABLE = {"feed_gap", "outage"}
+_REPEATABLE = {"feed_gap", "outage", "listing", "halt", "delisting"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         if info.annotation is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         elif name in _REPEATABLE:
-            parser.add_argument(flag, action="append", metavar="START..END", help=help_text + " (repeatable)")
+            metavar = "START..END" if name in ("feed_gap", "outage") else "SYMBOL@WHEN"
+            parser.add_argument(flag, action="append", metavar=metavar, help=help_text + " (repeatable)")
         else:
             parser.add_argument(flag, metavar=_metavar(name, info.annotation), help=help_text)
     return parser
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         "simulator_starting",
         host=settings.host,
         port=settings.port,
-        symbols=settings.symbols,
+        symbols=settings.symbols if len(settings.symbols) <= 20 else len(settings.symbols),
         speed=settings.speed,
     )
     web.run_app(

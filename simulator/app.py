@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,10 +21,11 @@ from simulator.clock import LiveClock
 from simulator.exchange import Exchange
 from simulator.faults import FaultController, parse_archive_fault
 from simulator.hub import Hub
+from simulator.listings import MAX_BOOK_PERIOD, Calendar, book_period, split_event
 from simulator.market import MarketModel
 from simulator.replay import load_csv
 from simulator.schedule import BookSequencer, KlineScheduler
-from simulator.settings import SimSettings, resolve_range
+from simulator.settings import SimSettings, resolve_instant, resolve_range
 from simulator.state import STATE, SimState
 from simulator.stats import Stats
 from simulator.ws import handle_ws
@@ -31,6 +33,20 @@ from simulator.ws import handle_ws
 log = structlog.get_logger(__name__)
 _DAY_MS = 86_400_000
 _SHUTDOWN_GRACE_S = 1.5
+
+
+def build_calendar(settings: SimSettings, start: int) -> Calendar:
+    calendar = Calendar()
+    for spec in settings.listing:
+        symbol, when = split_event(spec)
+        calendar.list_at(symbol, resolve_instant(when, start))
+    for spec in settings.delisting:
+        symbol, when = split_event(spec)
+        calendar.delist_at(symbol, resolve_instant(when, start))
+    for spec in settings.halt:
+        symbol, span = split_event(spec)
+        calendar.halt(symbol, *resolve_range(span, start))
+    return calendar
 
 
 def build_state(settings: SimSettings, time_source: Callable[[], float] = time.monotonic) -> SimState:
@@ -61,7 +77,12 @@ def build_state(settings: SimSettings, time_source: Callable[[], float] = time.m
         kind, file = parse_archive_fault(spec)
         faults.archive.add(kind, file)
     faults.archive.set_speed(settings.archive_latency_s, settings.archive_bytes_per_s)
-    exchange = Exchange(market, faults, history_ms=int(settings.history_days * _DAY_MS))
+    exchange = Exchange(
+        market,
+        faults,
+        history_ms=int(settings.history_days * _DAY_MS),
+        calendar=build_calendar(settings, start),
+    )
     now = clock.now_ms()
     return SimState(
         settings=settings,
@@ -139,14 +160,28 @@ async def _kline_loop(state: SimState) -> None:
             await asyncio.wait_for(state.clock_changed.wait(), None if math.isinf(delay) else delay)
 
 
+def book_rounds(symbols: list[str], skew: bool) -> list[list[tuple[str, str]]]:
+    """The symbols the book loop ticks in each of its rounds: all of them every round, or with
+    ``--book-skew`` each one every ``book_period(rank)`` rounds (phases spread, so that the
+    long tail's updates do not all land in the same round)."""
+    if not skew:
+        return [[(s, book_ticker_stream(s)) for s in symbols]]
+    rounds: list[list[tuple[str, str]]] = [[] for _ in range(MAX_BOOK_PERIOD)]
+    for rank, symbol in enumerate(symbols):
+        period = book_period(rank)
+        for r in range(rank % period, MAX_BOOK_PERIOD, period):
+            rounds[r].append((symbol, book_ticker_stream(symbol)))
+    return rounds
+
+
 async def _book_loop(state: SimState) -> None:
     clock, hub = state.clock, state.hub
     interval = 1.0 / state.settings.book_rate
-    streams = [(s, book_ticker_stream(s)) for s in state.market.symbols]
+    rounds = book_rounds(state.market.symbols, state.settings.book_skew)
     next_at = clock.wall()
-    while True:
+    for round_no in itertools.count():
         now = clock.now_ms()
-        for symbol, stream in streams:
+        for symbol, stream in rounds[round_no % len(rounds)]:
             if hub.has_subscribers(stream):
                 payload = state.books.tick(symbol, now)
                 if payload is not None:

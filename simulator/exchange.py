@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from quaint.binance.models import MINUTE_MS, Candle
 from simulator.clock import minute_floor
-from simulator.faults import FaultController
+from simulator.faults import FaultController, MinuteRange
+from simulator.listings import Calendar
 from simulator.market import CHECKPOINT_MS, MarketModel
 
 # Upper bound on minutes scanned for one request: a page is at most 1000 rows, but
@@ -20,10 +21,13 @@ _MAX_SCAN = 2_000_000
 
 
 class Exchange:
-    def __init__(self, market: MarketModel, faults: FaultController, history_ms: int) -> None:
+    def __init__(
+        self, market: MarketModel, faults: FaultController, history_ms: int, calendar: Calendar | None = None
+    ) -> None:
         self.market = market
         self.faults = faults
         self.history_ms = history_ms
+        self.calendar = calendar or Calendar()  # listings, halts, delistings: minutes that never were
 
     @property
     def symbols(self) -> list[str]:
@@ -37,6 +41,7 @@ class Exchange:
         return (
             self.earliest_open(now_ms) <= open_time <= now_ms
             and not self.faults.in_outage(symbol, open_time)
+            and self.calendar.has_minute(symbol, open_time)
             and self.market.raw(symbol, open_time // MINUTE_MS) is not None
         )
 
@@ -53,8 +58,11 @@ class Exchange:
         step = -MINUTE_MS if from_end else MINUTE_MS
         t = hi if from_end else lo
         replay = self.market.has_gaps(symbol)
+        spans = [MinuteRange(a, b, symbol) for a, b in self.calendar.blocked(symbol)]
         outages = [
-            r for r in self.faults.outages if r.symbol in (None, symbol) and r.end > lo and r.start <= hi
+            r
+            for r in (*self.faults.outages, *spans)
+            if r.symbol in (None, symbol) and r.end > lo and r.start <= hi
         ]
         for _ in range(_MAX_SCAN):
             if not lo <= t <= hi or len(found) >= limit:

@@ -11,7 +11,7 @@ from aiohttp import web
 from quaint.binance.encode import rest_kline_row
 from quaint.binance.exchange_info import exchange_info
 from quaint.binance.models import ApiError
-from quaint.binance.rules import WEIGHTS, parse_exchange_info, parse_klines
+from quaint.binance.rules import INVALID_SYMBOL, WEIGHTS, parse_exchange_info, parse_klines
 from simulator.state import STATE
 
 _JSON = "application/json;charset=UTF-8"
@@ -85,8 +85,15 @@ async def get_exchange_info(request: web.Request) -> web.Response:
     wanted = parse_exchange_info(request.query, state.symbol_set)
     if isinstance(wanted, ApiError):
         return api_error(wanted)
-    profiles = [state.market.profiles[s] for s in wanted]
-    body = exchange_info(profiles, state.clock.now_ms(), state.settings.weight_limit)
+    now, calendar = state.clock.now_ms(), state.exchange.calendar
+    # Not listed yet, or delisted: absent, as from Binance's answer (asked by name: invalid symbol).
+    listed = [s for s in wanted if calendar.listed(s, now)]
+    if ("symbol" in request.query or "symbols" in request.query) and len(listed) < len(wanted):
+        return api_error(INVALID_SYMBOL)
+    profiles = [state.market.profiles[s] for s in listed]
+    body = exchange_info(
+        profiles, now, state.settings.weight_limit, [calendar.status(s, now) for s in listed]
+    )
     return json_bytes(orjson.dumps(body))
 
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from quaint.binance.models import MINUTE_MS, datetime_to_ms
 from simulator.faults import parse_archive_fault
+from simulator.listings import CalendarError, generated_symbols, split_event
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _RANGE_PART = r"(\+?[0-9]+|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(?:Z|[+-][0-9]{2}:?[0-9]{2})?)"
@@ -30,6 +31,16 @@ def parse_instant(value: str) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return datetime_to_ms(parsed)
+
+
+def resolve_instant(part: str, start_ms: int) -> int:
+    """One end of a range: epoch ms, ISO-8601, or ``+N`` minutes after the start minute."""
+    if part.startswith("+") and part[1:].isdigit():
+        return start_ms - start_ms % MINUTE_MS + int(part[1:]) * MINUTE_MS
+    try:
+        return parse_instant(part)
+    except ValueError:
+        raise CalendarError(f"bad time {part!r}: expected ms, ISO-8601 or +minutes") from None
 
 
 def resolve_range(spec: str, start_ms: int) -> tuple[int, int]:
@@ -62,6 +73,21 @@ class SimSettings(BaseSettings):
     port: int = Field(9443, ge=0, le=65535, description="port for REST and WebSocket (0: any free port)")
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"], description="comma-separated symbols to list"
+    )
+    symbol_count: int = Field(
+        0, ge=0, le=20_000, description="list this many symbols: --symbols first, then generated pairs"
+    )
+    book_skew: bool = Field(
+        False, description="Binance-like skew: a few symbols' bookTicker at --book-rate, most far rarer"
+    )
+    listing: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="SYMBOL@TIME: absent from exchangeInfo, no minute before TIME"
+    )
+    halt: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="SYMBOL@START..END: status BREAK, no minute in the range"
+    )
+    delisting: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="SYMBOL@TIME: gone from exchangeInfo, no minute from TIME on"
     )
     speed: float = Field(1.0, ge=0, le=1_000_000, description="simulated seconds per wall second (0 freezes)")
     seed: int = Field(0, description="market data is a pure function of (seed, symbol, minute)")
@@ -139,7 +165,9 @@ class SimSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
 
-    @field_validator("symbols", "feed_gap", "outage", "archive_fault", mode="before")
+    @field_validator(
+        "symbols", "feed_gap", "outage", "archive_fault", "listing", "halt", "delisting", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)
@@ -177,6 +205,23 @@ class SimSettings(BaseSettings):
                 resolve_range(spec, 0)  # absolute on both ends: reject empty ranges now
         return value
 
+    @field_validator("listing", "delisting")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            _, when = split_event(spec)
+            resolve_instant(when, 0)
+        return value
+
+    @field_validator("halt")
+    @classmethod
+    def _halts(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            _, span = split_event(spec)
+            if _RANGE_RE.match(span) is None:
+                raise ValueError(f"bad range {span!r}: expected START..END (ms, ISO-8601 or +minutes)")
+        return value
+
     @field_validator("archive_fault")
     @classmethod
     def _archive_faults(cls, value: list[str]) -> list[str]:
@@ -197,6 +242,10 @@ class SimSettings(BaseSettings):
             raise ValueError(f"--replay-csv: no such file {self.replay_csv}")
         if self.replay_symbol is not None and self.replay_symbol not in self.symbols:
             self.symbols.append(self.replay_symbol)
+        scheduled = [split_event(spec)[0] for spec in (*self.listing, *self.halt, *self.delisting)]
+        self.symbols.extend(s for s in dict.fromkeys(scheduled) if s not in self.symbols)
+        if self.symbol_count > len(self.symbols):
+            self.symbols = generated_symbols(self.symbol_count, self.symbols)
         return self
 
     @classmethod

@@ -31,6 +31,8 @@ class Stats:
         self.ws_total = 0
         self.ws_messages_sent = 0
         self.ws_messages_received = 0
+        self.ws_control_messages = 0  # text frames (SUBSCRIBE, LIST_SUBSCRIPTIONS, ...)
+        self.ws_incoming_peak_1s = 0  # most incoming messages one connection sent in any 1-s window
         self.ws_sent_by_kind: Counter[str] = Counter()
         self.ws_closed_by_reason: Counter[str] = Counter()
 
@@ -78,6 +80,8 @@ class Stats:
             "ws_connections_total": self.ws_total,
             "ws_messages_sent": self.ws_messages_sent,
             "ws_messages_received": self.ws_messages_received,
+            "ws_control_messages": self.ws_control_messages,
+            "ws_incoming_peak_1s": self.ws_incoming_peak_1s,
             "ws_sent_by_kind": dict(self.ws_sent_by_kind),
             "ws_closed_by_reason": dict(self.ws_closed_by_reason),
         }

@@ -162,6 +162,7 @@ class IncomingRateLimit:
 
     def __init__(self, per_second: int = 5) -> None:
         self.per_second = per_second
+        self.peak = 0  # most messages seen in any one-second window
         self._times: deque[float] = deque()
 
     def allow(self, now: float) -> bool:
@@ -169,4 +170,5 @@ class IncomingRateLimit:
         while times and times[0] <= now - 1.0:
             times.popleft()
         times.append(now)
+        self.peak = max(self.peak, len(times))
         return len(times) <= self.per_second

@@ -83,7 +83,9 @@ async def _read_loop(state: SimState, conn: Connection) -> None:
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return
         state.stats.ws_messages_received += 1
-        if not limiter.allow(state.clock.wall()):
+        allowed = limiter.allow(state.clock.wall())
+        state.stats.ws_incoming_peak_1s = max(state.stats.ws_incoming_peak_1s, limiter.peak)
+        if not allowed:
             # Binance: more than 5 incoming messages per second -> disconnected.
             conn.request_close(1008, "too many messages")
             continue
@@ -94,6 +96,7 @@ async def _read_loop(state: SimState, conn: Connection) -> None:
         elif msg.type == WSMsgType.PONG:
             conn.ping_sent_at = None
         elif msg.type == WSMsgType.TEXT:
+            state.stats.ws_control_messages += 1
             reply = conn.subs.handle(msg.data)
             state.hub.subscribe(conn, reply.added)
             state.hub.unsubscribe(conn, reply.removed)

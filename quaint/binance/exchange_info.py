@@ -21,13 +21,13 @@ def rate_limits(weight_limit: int) -> list[dict[str, Any]]:
     ]
 
 
-def symbol_entry(prof: SymbolProfile) -> dict[str, Any]:
+def symbol_entry(prof: SymbolProfile, status: str = "TRADING") -> dict[str, Any]:
     f = format_decimal
     tick, step = dec(prof.tick), dec(prof.step)
     max_qty = dec(min(9_000 * UNIT, prof.step * 10**9))
     return {
         "symbol": prof.symbol,
-        "status": "TRADING",
+        "status": status,
         "baseAsset": prof.base_asset,
         "baseAssetPrecision": 8,
         "quoteAsset": prof.quote_asset,
@@ -101,11 +101,15 @@ def symbol_entry(prof: SymbolProfile) -> dict[str, Any]:
     }
 
 
-def exchange_info(profiles: list[SymbolProfile], server_time: int, weight_limit: int) -> dict[str, Any]:
+def exchange_info(
+    profiles: list[SymbolProfile], server_time: int, weight_limit: int, statuses: list[str] | None = None
+) -> dict[str, Any]:
+    """``statuses``: each profile's (default all ``TRADING``)."""
+    status = statuses or ["TRADING"] * len(profiles)
     return {
         "timezone": "UTC",
         "serverTime": server_time,
         "rateLimits": rate_limits(weight_limit),
         "exchangeFilters": [],
-        "symbols": [symbol_entry(p) for p in profiles],
+        "symbols": [symbol_entry(p, st) for p, st in zip(profiles, status, strict=True)],
     }
