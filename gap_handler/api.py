@@ -140,6 +140,9 @@ async def post_backfill(request: web.Request) -> web.Response:
         return _bad(exc)
     if c.backfills.stopping:
         return json_error(503, "shutting down")
+    if c.leadership.role != "leader":
+        # Only the leader works; a request stored here would wait for the next takeover.
+        return json_error(503, "standby: another gap handler is the leader; send the request to it")
     try:
         task = await c.requests.submit(wanted.symbol, wanted.range)
     except DB_ERRORS:

@@ -108,6 +108,14 @@ class GapMetrics:
             ["operation"],
             registry=registry,
         )
+        self.leader = Gauge(
+            f"{_PREFIX}_leader",
+            "1 while this instance is the active gap handler (holds the leader lock), 0 on standby.",
+            registry=registry,
+        )
+        self.leader_terms = Counter(
+            f"{_PREFIX}_leader_terms", "Times this instance became the active gap handler.", registry=registry
+        )
         self.errors = Counter(
             f"{_PREFIX}_errors",
             "Errors by kind (permanent REST errors, database loss, ...).",

@@ -37,6 +37,7 @@ from gap_handler.durable import DurableRequests
 from gap_handler.engine import Engine
 from gap_handler.fetcher import Fetcher
 from gap_handler.klines_api import KLINES_ROUTES
+from gap_handler.leader import Leadership, instance_name
 from gap_handler.metrics import GapMetrics
 from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
@@ -46,8 +47,10 @@ from quaint.service.clock import NowMs, steady_clock
 from quaint.service.health import HealthReport
 from quaint.service.lifecycle import Resources, ServiceSpec
 from quaint.service.retry import jittered_backoff
-from quaint.store.errors import DB_ERRORS
+from quaint.store.errors import DB_ERRORS, describe
 from quaint.store.pool import connect_kwargs
+from quaint.store.quality import log_event
+from quaint.store.quality_event import QualityEvent
 from quaint.store.schema import set_retention
 
 log = structlog.get_logger(__name__)
@@ -97,11 +100,21 @@ class GapHandler:
         self.engine = Engine(
             self.pool, self.fetcher, self.metrics, batch_size=s.backfill_batch_size, clock=self.clock
         )
+        self.klines_buckets = ClientBuckets(s.klines_api_rate_per_s, s.klines_api_burst)  # the read API's
+        self.leadership = Leadership(
+            connect_kwargs(s), s.leader_takeover_s, lambda: jittered_backoff(0.2, s.leader_takeover_s / 4)
+        )
+        self._stop = asyncio.Event()
+        self._build_work()
+
+    def _build_work(self) -> None:
+        """The leader's parts, fresh: built again after a term ends, so nothing of the
+        cancelled term's state (claims, queue, live requests) carries into the next."""
+        s = self.settings
         self.backfills = Backfills(s, self.pool, self.engine, self.fetcher, self.metrics, clock=self.clock)
         if s.archive_enabled:
-            self.backfills.archive = ArchiveFill(s, self.pool, resources.session, self.fetcher, self.now_ms)
+            self.backfills.archive = ArchiveFill(s, self.pool, self.session, self.fetcher, self.now_ms)
         self.requests = DurableRequests(self.backfills, self.pool)  # the API's backfill requests, stored
-        self.klines_buckets = ClientBuckets(s.klines_api_rate_per_s, s.klines_api_burst)  # the read API's
         self.listener = NotifyListener(
             connect_kwargs(s),
             self.backfills.on_notify,
@@ -130,13 +143,54 @@ class GapHandler:
         return loops
 
     async def run(self) -> None:
-        await self.backfills.run(self.loops())
+        """Stand by until elected, then work until stopped or the leadership is lost (the
+        term's work is cancelled at once: another instance may be taking over), and so on."""
+        election = asyncio.create_task(self.leadership.run(), name="leader-election")
+        try:
+            while True:
+                await _any(election, self._stop, self.leadership.gained)
+                if self._stop.is_set() or election.done():
+                    break
+                await self._record_term()
+                work = asyncio.create_task(self.backfills.run(self.loops()), name="leader-term")
+                await _any(work, self._stop, self.leadership.lost)
+                if self._stop.is_set() or work.done():
+                    await work  # stopped: units run to a page boundary (serve() enforces the deadline)
+                    break
+                work.cancel()
+                await asyncio.wait([work])
+                self.metrics.leader.set(0)
+                log.warning("leader_term_ended", term=self.leadership.terms)
+                self._build_work()
+        finally:
+            election.cancel()
+            await asyncio.wait([election])
+            self.metrics.leader.set(0)
+        if not election.cancelled() and (error := election.exception()) is not None:
+            raise error  # the election never ends by itself: a bug
+
+    async def _record_term(self) -> None:
+        """The metric, and one ``leader_changed`` row (best effort: the term starts anyway)."""
+        self.metrics.leader.set(1)
+        self.metrics.leader_terms.inc()
+        event = QualityEvent(
+            "leader_changed",
+            source="gap_handler",
+            message=f"{instance_name()} is the active gap handler",
+            details={"instance": instance_name(), "term": self.leadership.terms},
+        )
+        try:
+            async with self.pool.acquire() as conn:
+                await log_event(conn, event)
+        except DB_ERRORS as exc:
+            log.warning("leader_changed_not_recorded", error=describe(exc))
 
     def stop(self) -> None:
+        self._stop.set()
         self.backfills.stop()
 
     async def wait_stopping(self) -> None:
-        await self.backfills.wait_stopping()
+        await self._stop.wait()
 
     async def health(self) -> HealthReport:
         try:
@@ -153,6 +207,8 @@ class GapHandler:
                 rate=rate,
                 rate_until=self.fetcher.until_wall(rate),
                 listener_connected=self.listener.connected,
+                role=self.leadership.role,
+                election_connected=self.leadership.connected,
                 exchange_clock=self.clock.health(),
                 backfills_completed=b.backfills_completed,
                 candles_recovered=b.candles_recovered,
@@ -163,6 +219,16 @@ class GapHandler:
                 automation=self.schema.automation,
             )
         )
+
+
+async def _any(task: asyncio.Task[None], *events: asyncio.Event) -> None:
+    """Return once ``task`` is done or one of ``events`` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait([task, *waiters], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 async def assemble(

@@ -48,6 +48,9 @@ class GapHandlerSettings(Settings):
     unit_max_pages: int = Field(default=10, ge=1, le=1000)
     # SIGTERM: how long in-flight pages may take to finish before they are cancelled.
     shutdown_deadline_s: float = Field(default=10.0, gt=0, le=600)
+    # Several gap handlers on one database: one leads (a PostgreSQL advisory lock), the
+    # others stand by and take over within this many seconds of the leader's session ending.
+    leader_takeover_s: float = Field(default=20.0, ge=2, le=600)
 
     # History from Binance's public archives (data.binance.vision): monthly files for past
     # months, daily files for this month; REST for the last ARCHIVE_LAG_DAYS days (files are

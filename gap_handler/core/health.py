@@ -4,7 +4,8 @@
   does not answer, the exchange has banned us (418), the NOTIFY listener is not
   connected, or the exchange's clock is not known yet (nothing is backfilled before:
   what is closed is the exchange's call).
-* ``healthy`` (200) otherwise.
+* ``healthy`` (200) otherwise. A standby (``role: standby``: another instance leads) is
+  healthy with the database alone: the listener and the clock are the leader's.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class HealthInputs:
     last_scan_at: datetime | None
     last_scan_s: float | None
     automation: str  # who runs the daily jobs (the schema's answer)
+    role: str = "leader"  # "standby": another instance holds the leader lock and does the work
+    election_connected: bool = True  # the leader lock's own connection is up
 
 
 def build_health(h: HealthInputs) -> HealthReport:
@@ -39,11 +42,15 @@ def build_health(h: HealthInputs) -> HealthReport:
         problems.append("database unavailable")
     if h.rate.state == "banned":
         problems.append("banned by the exchange")
-    if not h.listener_connected:
+    if not h.election_connected:
+        problems.append("not connected for the leader election: cannot lead or take over")
+    # A standby neither listens nor syncs the clock: that is the leader's work.
+    if h.role == "leader" and not h.listener_connected:
         problems.append("not listening for gap notifications")
-    if h.exchange_clock is None:
+    if h.role == "leader" and h.exchange_clock is None:
         problems.append("exchange clock not synced yet (GET /api/v3/time): nothing is backfilled")
     body = {
+        "role": h.role,
         "backfills_completed": h.backfills_completed,
         "candles_recovered": h.candles_recovered,
         "database_status": connection_status(h.database_connected),

@@ -1,0 +1,42 @@
+"""Leader election among gap handlers: one PostgreSQL session-level advisory lock.
+
+The lock is held by a session, so it lives exactly as long as the holder's connection:
+a holder that crashes, is killed or loses its network releases it when PostgreSQL closes
+the session. It is taken on a dedicated connection (a pooled one would hand the session,
+and the lock, to whichever caller acquires it next). Advisory locks are per database:
+two deployments on one server do not contend.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+# A fixed key in the advisory lock space (bigint): the first eight bytes of
+# sha256("quaint.gap_handler.leader"), so no other tool's small integers collide with it.
+LEADER_LOCK_KEY = 0x4E41_B796_83CF_5969
+
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+# Who holds it (for the standby's log and health): the holding backend's client address.
+HOLDER = """
+SELECT a.pid, host(a.client_addr) AS client_addr, a.application_name
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid
+  AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+async def try_lock(conn: asyncpg.Connection, *, within_s: float) -> bool:
+    """Take the leader lock if nobody holds it; never waits for it."""
+    return bool(await conn.fetchval(TRY_LOCK, LEADER_LOCK_KEY, timeout=within_s))
+
+
+async def ping(conn: asyncpg.Connection, *, within_s: float) -> None:
+    """The holder's session still answers (while it does, the lock is still its own)."""
+    await conn.fetchval("SELECT 1", timeout=within_s)
+
+
+async def holder(conn: asyncpg.Connection, *, within_s: float) -> dict[str, object] | None:
+    """The session holding the lock (pid, client address, application name), or None."""
+    row = await conn.fetchrow(HOLDER, LEADER_LOCK_KEY, timeout=within_s)
+    return None if row is None else dict(row)
