@@ -13,6 +13,7 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "ceiling": "bench.ceiling",
     "archive": "bench.archive",
+    "read": "bench.read",
 }
 
 

@@ -26,6 +26,7 @@ SMALL = {
     "archive": ["--days", "5", "--rest-days", "1"],
     "scan": ["--months", "1", "--symbols", "2", "--rounds", "1"],
     "memory": ["--seconds", "1", "--settle", "0.5", "--symbols", "2"],
+    "read": ["--months", "1", "--rounds", "1"],
 }
 FIGURES = {
     "ingest": {
@@ -63,6 +64,16 @@ FIGURES = {
         "scan_per_symbol_ms",
         "scan_full_two_connections_seconds",
         "scan_bytes_per_candle",
+    },
+    "read": {
+        "read_copy_rows_per_s",
+        "read_arrow_rows_per_s",
+        "read_pandas_rows_per_s",
+        "export_parquet_mb_per_s",
+        "read_arrow_ratio_to_copy",
+        "read_pandas_ratio_to_copy",
+        "export_parquet_ratio_to_copy",
+        "read_peak_rss_mb",
     },
     "memory": {
         f"{what}_{service}_{phase}_{unit}"

@@ -29,6 +29,7 @@ from quaint.data import (
     read_features,
     read_features_sync,
 )
+from quaint.data.tables import Output
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import VALUE_COLUMNS, upsert_candles
 from quaint.store.features import FeatureRow, upsert_features
@@ -40,7 +41,7 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 START = datetime(2026, 3, 1, 7, 13, tzinfo=UTC)
 T0 = datetime_to_ms(START)
 MINUTES = 2 * 24 * 60 + 97
-OUTPUTS = ("pandas", "polars", "arrow")
+OUTPUTS: tuple[Output, ...] = ("pandas", "polars", "arrow")
 
 
 def candles(symbol: str, seed: int) -> list[Candle]:
@@ -210,7 +211,7 @@ async def test_book_ticks_equal_the_stored_rows(db_pool: asyncpg.Pool) -> None:
         datetime.fromtimestamp((T0 + 50_000) / 1000, UTC),
     )
     for output in OUTPUTS:
-        got = await read_book_ticks(db_pool, ["ethusdt", "BTCUSDT"], lo, hi, output=output)  # type: ignore[arg-type]
+        got = await read_book_ticks(db_pool, ["ethusdt", "BTCUSDT"], lo, hi, output=output)
         assert rows_of(got) == want, output
 
 
@@ -265,11 +266,13 @@ async def test_sync_reads_agree_with_async_ones(db_pool: asyncpg.Pool, db_url: s
     async with db_pool.acquire() as conn:
         await seed(conn)
         await upsert_features(conn, feature_rows())
+
+    def sync_read(output: Output) -> Frame:
+        return read_candles_sync(db_url, SYMBOLS, START, interval="15m", output=output)
+
     for output in OUTPUTS:
-        async_frame = await read_candles(db_url, SYMBOLS, START, interval="15m", output=output)  # type: ignore[arg-type]
-        sync_frame = await asyncio.to_thread(
-            read_candles_sync, db_url, SYMBOLS, START, interval="15m", output=output
-        )
+        async_frame = await read_candles(db_url, SYMBOLS, START, interval="15m", output=output)
+        sync_frame = await asyncio.to_thread(sync_read, output)
         assert rows_of(sync_frame) == rows_of(async_frame)
         assert type(sync_frame) is type(async_frame)
     sync_features = await asyncio.to_thread(read_features_sync, db_url, SYMBOLS, START, output="arrow")

@@ -17,12 +17,10 @@ if _MISSING:
 
 from quaint.data.read import (  # noqa: E402  (after the check: a missing extra is one clear line)
     read_book_ticks,
-    read_book_ticks_sync,
     read_candles,
-    read_candles_sync,
     read_features,
-    read_features_sync,
 )
+from quaint.data.sync import read_book_ticks_sync, read_candles_sync, read_features_sync  # noqa: E402
 from quaint.data.tables import Frame  # noqa: E402
 
 __all__ = [

@@ -12,11 +12,10 @@ or ISO 8601 text; ranges are ``[start, end)``, ``end`` None meaning everything a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, time
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias, overload
 
 import asyncpg
 
@@ -32,7 +31,6 @@ from quaint.data.tables import (
     expand_features,
     typed,
 )
-from quaint.service.settings import Settings, describe_errors
 from quaint.store import history
 from quaint.store.book import BOOK_COLUMNS
 from quaint.store.rollups import ROLLUPS
@@ -41,6 +39,11 @@ Database: TypeAlias = asyncpg.Connection | asyncpg.Pool | str
 Instant: TypeAlias = datetime | date | str
 Symbols: TypeAlias = str | Sequence[str]
 INTERVALS = tuple(ROLLUPS)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
 
 
 def to_datetime(value: Instant, name: str) -> datetime:
@@ -102,6 +105,62 @@ def check_options(output: Output, decimals: Decimals) -> None:
     check_choice("decimals", decimals, DECIMALS)
 
 
+@overload
+async def read_candles(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    interval: str = "1m",
+    complete_only: bool = False,
+    output: Literal["pandas"] = "pandas",
+    decimals: Decimals = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+async def read_candles(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    interval: str = "1m",
+    complete_only: bool = False,
+    output: Literal["polars"],
+    decimals: Decimals = ...,
+) -> pl.DataFrame: ...
+
+
+@overload
+async def read_candles(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    interval: str = "1m",
+    complete_only: bool = False,
+    output: Literal["arrow"],
+    decimals: Decimals = ...,
+) -> pa.Table: ...
+
+
+@overload
+async def read_candles(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    interval: str = "1m",
+    complete_only: bool = False,
+    output: Output,
+    decimals: Decimals = ...,
+) -> Frame: ...
+
+
 async def read_candles(
     db: Database,
     symbols: Symbols,
@@ -126,6 +185,54 @@ async def read_candles(
     return convert(typed(sink.finish(), history.CANDLE_DECIMALS, decimals), output)
 
 
+@overload
+async def read_book_ticks(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    output: Literal["pandas"] = "pandas",
+    decimals: Decimals = ...,
+) -> pd.DataFrame: ...
+
+
+@overload
+async def read_book_ticks(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    output: Literal["polars"],
+    decimals: Decimals = ...,
+) -> pl.DataFrame: ...
+
+
+@overload
+async def read_book_ticks(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    output: Literal["arrow"],
+    decimals: Decimals = ...,
+) -> pa.Table: ...
+
+
+@overload
+async def read_book_ticks(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    output: Output,
+    decimals: Decimals = ...,
+) -> Frame: ...
+
+
 async def read_book_ticks(
     db: Database,
     symbols: Symbols,
@@ -143,6 +250,54 @@ async def read_book_ticks(
     async with connection(db) as conn:
         await history.copy_book_ticks_out(conn, sink, names, lo, hi)
     return convert(typed(sink.finish(), history.BOOK_DECIMALS, decimals), output)
+
+
+@overload
+async def read_features(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    version: str | None = None,
+    output: Literal["pandas"] = "pandas",
+) -> pd.DataFrame: ...
+
+
+@overload
+async def read_features(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    version: str | None = None,
+    output: Literal["polars"],
+) -> pl.DataFrame: ...
+
+
+@overload
+async def read_features(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    version: str | None = None,
+    output: Literal["arrow"],
+) -> pa.Table: ...
+
+
+@overload
+async def read_features(
+    db: Database,
+    symbols: Symbols,
+    start: Instant,
+    end: Instant | None = None,
+    *,
+    version: str | None = None,
+    output: Output,
+) -> Frame: ...
 
 
 async def read_features(
@@ -163,60 +318,3 @@ async def read_features(
     async with connection(db) as conn:
         await history.copy_feature_rows(conn, sink, names, lo, hi, version)
     return convert(expand_features(sink.finish()), output)
-
-
-def settings_url(db: str | Settings | None) -> str:
-    """A connection URL from a URL, Settings, or the ``DB_*`` environment (None)."""
-    if isinstance(db, str):
-        return db
-    if db is None:
-        from pydantic import ValidationError
-
-        try:
-            db = Settings()
-        except ValidationError as exc:
-            raise ValueError("; ".join(describe_errors(exc))) from None
-    from urllib.parse import quote
-
-    password = db.db_password.get_secret_value()
-    auth = quote(db.db_user, safe="") + (":" + quote(password, safe="") if password else "")
-    return f"postgresql://{auth}@{db.db_host}:{db.db_port}/{quote(db.db_name, safe='')}"
-
-
-def run_sync(read: Callable[[str], Awaitable[Frame]], db: str | Settings | None) -> Frame:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError(
-            "the *_sync reads start an event loop of their own and cannot run inside one "
-            "(Jupyter, async code): await quaint.data.read_candles(...) and friends instead"
-        )
-    url = settings_url(db)
-
-    async def main() -> Frame:
-        return await read(url)
-
-    return asyncio.run(main())
-
-
-def read_candles_sync(
-    db: str | Settings | None, symbols: Symbols, start: Instant, end: Instant | None = None, **options: Any
-) -> Frame:
-    """:func:`read_candles` without an event loop (keyword options as there)."""
-    return run_sync(lambda url: read_candles(url, symbols, start, end, **options), db)
-
-
-def read_book_ticks_sync(
-    db: str | Settings | None, symbols: Symbols, start: Instant, end: Instant | None = None, **options: Any
-) -> Frame:
-    """:func:`read_book_ticks` without an event loop."""
-    return run_sync(lambda url: read_book_ticks(url, symbols, start, end, **options), db)
-
-
-def read_features_sync(
-    db: str | Settings | None, symbols: Symbols, start: Instant, end: Instant | None = None, **options: Any
-) -> Frame:
-    """:func:`read_features` without an event loop."""
-    return run_sync(lambda url: read_features(url, symbols, start, end, **options), db)
