@@ -47,6 +47,7 @@ from quaint.service.clock import NowMs, steady_clock
 from quaint.service.health import HealthReport
 from quaint.service.lifecycle import Resources, ServiceSpec
 from quaint.service.retry import jittered_backoff
+from quaint.store import leadership
 from quaint.store.errors import DB_ERRORS, describe
 from quaint.store.pool import connect_kwargs
 from quaint.store.quality import log_event
@@ -151,8 +152,11 @@ class GapHandler:
                 await _any(election, self._stop, self.leadership.gained)
                 if self._stop.is_set() or election.done():
                     break
-                await self._record_term()
-                work = asyncio.create_task(self.backfills.run(self.loops()), name="leader-term")
+                self.metrics.leader.set(1)
+                self.metrics.leader_terms.inc()
+                work = asyncio.create_task(
+                    self.backfills.run([*self.loops(), self._record_term]), name="leader-term"
+                )
                 await _any(work, self._stop, self.leadership.lost)
                 if self._stop.is_set() or work.done():
                     await work  # stopped: units run to a page boundary (serve() enforces the deadline)
@@ -170,20 +174,39 @@ class GapHandler:
             raise error  # the election never ends by itself: a bug
 
     async def _record_term(self) -> None:
-        """The metric, and one ``leader_changed`` row (best effort: the term starts anyway)."""
-        self.metrics.leader.set(1)
-        self.metrics.leader_terms.inc()
-        event = QualityEvent(
-            "leader_changed",
-            source="gap_handler",
-            message=f"{instance_name()} is the active gap handler",
-            details={"instance": instance_name(), "term": self.leadership.terms},
-        )
-        try:
-            async with self.pool.acquire() as conn:
-                await log_event(conn, event)
-        except DB_ERRORS as exc:
-            log.warning("leader_changed_not_recorded", error=describe(exc))
+        """One ``leader_changed`` row for the term, naming the server it started on, and one
+        ``db_failover`` row when that is not the server the previous term started on (a
+        promotion happened since). Retried while the database is away (the pool may still
+        hold connections to a primary that is gone); the term's work does not wait for it."""
+        me = instance_name()
+        delays = jittered_backoff(0.5, 5.0)
+        while True:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    server = await leadership.server_identity(conn)
+                    previous = await leadership.last_leader_server(conn)
+                    details = {"instance": me, "term": self.leadership.terms, "server": server}
+                    message = f"{me} is the active gap handler"
+                    await log_event(
+                        conn,
+                        QualityEvent(
+                            "leader_changed", source="gap_handler", message=message, details=details
+                        ),
+                    )
+                    if previous is not None and previous != server:
+                        log.warning("db_failover", previous=previous, server=server)
+                        failover = QualityEvent(
+                            "db_failover",
+                            source="gap_handler",
+                            message=f"the primary is now {server} (was {previous})",
+                            details={"from": previous, "to": server, "instance": me},
+                        )
+                        await log_event(conn, failover)
+                return
+            except DB_ERRORS as exc:
+                delay = next(delays)
+                log.warning("leader_changed_not_recorded", error=describe(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
 
     def stop(self) -> None:
         self._stop.set()

@@ -29,7 +29,9 @@ from quaint.data import (
     read_features,
     read_features_sync,
 )
+from quaint.data import tables as data_tables
 from quaint.data.tables import Output
+from quaint.service.settings import Settings, db_fields_from_url
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import VALUE_COLUMNS, upsert_candles
 from quaint.store.features import FeatureRow, upsert_features
@@ -126,7 +128,12 @@ async def test_candles_of_every_interval_equal_the_stored_rows(db_pool: asyncpg.
             assert rows_of(got) == want, interval
 
 
-async def test_arrow_types_are_exact_decimals_or_float64_by_choice(db_pool: asyncpg.Pool) -> None:
+async def test_arrow_types_are_exact_decimals_or_float64_by_choice(
+    db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several chunks (one per COPY read here), typed one by one: the one with the wide value is
+    # widened alone, then every chunk is cast to its scale.
+    monkeypatch.setattr(data_tables, "PARSE_BYTES", 2000)
     async with db_pool.acquire() as conn:
         await seed(conn)
         # One value with 10 places: the column widens to scale 10 instead of rounding it.
@@ -139,6 +146,8 @@ async def test_arrow_types_are_exact_decimals_or_float64_by_choice(db_pool: asyn
     assert table.schema.field("volume").type == pa.decimal128(38, 10)
     assert table.schema.field("time").type == pa.timestamp("us", tz="UTC")
     assert table.column("volume")[0].as_py() == Decimal("1.2345678901")
+    assert table.column("volume").num_chunks > 1
+    assert rows_of(table)[1:] == rows_of(await read_candles(db_pool, SYMBOLS, START, output="arrow"))[1:]
     floats = await read_candles(db_pool, "BTCUSDT", START, output="pandas", decimals="float64")
     assert isinstance(floats, pd.DataFrame)
     assert floats["open"].dtype == "float64" and floats["volume"].iloc[0] == 1.2345678901
@@ -277,6 +286,10 @@ async def test_sync_reads_agree_with_async_ones(db_pool: asyncpg.Pool, db_url: s
         assert type(sync_frame) is type(async_frame)
     sync_features = await asyncio.to_thread(read_features_sync, db_url, SYMBOLS, START, output="arrow")
     assert sync_features == await read_features(db_pool, SYMBOLS, START, output="arrow")
+    # Settings (what None builds from the DB_* environment): connected as the services connect.
+    settings = Settings(**db_fields_from_url(db_url))
+    by_settings = await asyncio.to_thread(read_features_sync, settings, SYMBOLS, START, output="arrow")
+    assert by_settings == sync_features
     with pytest.raises(RuntimeError, match="inside one"):
         read_candles_sync(db_url, SYMBOLS, START)
 

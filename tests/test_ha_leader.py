@@ -161,7 +161,12 @@ async def test_a_leader_whose_lock_session_ends_steps_down_and_the_other_takes_o
                 assert second.metrics.leader._value.get() == 1
                 health = await first.health()
                 assert (health.status, health.body["role"]) == ("healthy", "standby")
-    assert len(await quality_rows(db_url, "leader_changed")) == 2
+
+                async def two_terms() -> bool:
+                    return len(await quality_rows(db_url, "leader_changed")) == 2
+
+                await wait_for(two_terms, 30, "a leader_changed row per term")
+    assert await quality_rows(db_url, "db_failover") == []  # one server all along
 
 
 def test_leader_takeover_below_two_seconds_is_refused() -> None:

@@ -30,8 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from quaint.data.read import INTERVALS, symbol_list, time_range
-from quaint.data.tables import TextTable, typed
+from quaint.data.read import CANDLE_INTEGERS, INTERVALS, symbol_list, time_range
+from quaint.data.tables import TextTable, unify
 from quaint.service.local_suite import refusal, running_local_suite
 from quaint.service.settings import Settings, load_settings
 from quaint.service.terminal import StatusLine
@@ -98,7 +98,7 @@ class MonthFiles:
         self.tables: list[pa.Table] = []
 
     def __call__(self, table: pa.Table) -> None:
-        times = table.column("time")
+        times = table.column("time").cast(pa.int64())  # µs since the epoch
         while table.num_rows:
             first = times[0].as_py()
             if self.month is None or first >= self.month_end:
@@ -108,13 +108,13 @@ class MonthFiles:
             inside = pc.sum(pc.less(times, pa.scalar(self.month_end)).cast(pa.int64())).as_py() or 0
             self.tables.append(table.slice(0, inside))
             table, times = table.slice(inside), times.slice(inside)
-        last = self.tables[-1].column("time")[-1].as_py() if self.tables else 0
+        last = self.tables[-1].column("time").cast(pa.int64())[-1].as_py() if self.tables else 0
         self.progress.update(self.symbol, self.month or "", last, self.sink)
 
     def flush(self) -> None:
         if self.month is None or not self.tables:
             return
-        month = typed(pa.concat_tables(self.tables), history.CANDLE_DECIMALS, "exact").drop_columns("symbol")
+        month = unify(self.tables).drop_columns("symbol")
         path = self.out / f"symbol={self.symbol}" / f"{self.month}.{self.fmt}"
         write_file(month, path, self.fmt)
         self.progress.files.append(path)
@@ -137,7 +137,7 @@ async def export_candles(
     end = until or datetime.now(UTC)
     done = progress or Progress(int(since.timestamp() * 1e6), int(end.timestamp() * 1e6))
     for symbol in symbols:
-        sink = TextTable(history.CANDLE_COLUMNS, ("time", "number_of_trades", "minutes"))
+        sink = TextTable(history.CANDLE_COLUMNS, CANDLE_INTEGERS, history.CANDLE_DECIMALS)
         sink.on_table = files = MonthFiles(symbol, out, fmt, done, sink)
         await history.copy_candles(
             conn, sink, [symbol], since, until, interval=interval, complete_only=complete_only

@@ -29,7 +29,6 @@ from quaint.data.tables import (
     check_choice,
     convert,
     expand_features,
-    typed,
 )
 from quaint.store import history
 from quaint.store.book import BOOK_COLUMNS
@@ -39,6 +38,7 @@ Database: TypeAlias = asyncpg.Connection | asyncpg.Pool | str
 Instant: TypeAlias = datetime | date | str
 Symbols: TypeAlias = str | Sequence[str]
 INTERVALS = tuple(ROLLUPS)
+CANDLE_INTEGERS = ("time", "number_of_trades", "minutes")
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -179,10 +179,10 @@ async def read_candles(
     check_choice("interval", interval, INTERVALS)
     check_options(output, decimals)
     names, (lo, hi) = symbol_list(symbols), time_range(start, end)
-    sink = TextTable(history.CANDLE_COLUMNS, ("time", "number_of_trades", "minutes"))
+    sink = TextTable(history.CANDLE_COLUMNS, CANDLE_INTEGERS, history.CANDLE_DECIMALS, decimals)
     async with connection(db) as conn:
         await history.copy_candles(conn, sink, names, lo, hi, interval=interval, complete_only=complete_only)
-    return convert(typed(sink.finish(), history.CANDLE_DECIMALS, decimals), output)
+    return convert(sink.finish(), output)
 
 
 @overload
@@ -246,10 +246,10 @@ async def read_book_ticks(
     ``bid_price, bid_qty, ask_price, ask_qty``."""
     check_options(output, decimals)
     names, (lo, hi) = symbol_list(symbols), time_range(start, end)
-    sink = TextTable(BOOK_COLUMNS, ("time", "update_id"))
+    sink = TextTable(BOOK_COLUMNS, ("time", "update_id"), history.BOOK_DECIMALS, decimals)
     async with connection(db) as conn:
         await history.copy_book_ticks_out(conn, sink, names, lo, hi)
-    return convert(typed(sink.finish(), history.BOOK_DECIMALS, decimals), output)
+    return convert(sink.finish(), output)
 
 
 @overload

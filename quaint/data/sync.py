@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, TypeAlias, overload
-from urllib.parse import quote
+
+import asyncpg
+from pydantic import ValidationError
 
 from quaint.data.read import Instant, Symbols, read_book_ticks, read_candles, read_features
 from quaint.data.tables import Decimals, Frame, Output
 from quaint.service.settings import Settings, describe_errors
+from quaint.store.pool import connect_kwargs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,23 +28,19 @@ if TYPE_CHECKING:
 Db: TypeAlias = str | Settings | None
 
 
-def settings_url(db: Db) -> str:
-    """A connection URL from a URL, Settings, or the ``DB_*`` environment (None)."""
-    if isinstance(db, str):
+def settings_of(db: Settings | None) -> Settings:
+    """``db``, or the services' Settings from the ``DB_*`` environment (None)."""
+    if db is not None:
         return db
-    if db is None:
-        from pydantic import ValidationError
-
-        try:
-            db = Settings()
-        except ValidationError as exc:
-            raise ValueError("; ".join(describe_errors(exc))) from None
-    password = db.db_password.get_secret_value()
-    auth = quote(db.db_user, safe="") + (":" + quote(password, safe="") if password else "")
-    return f"postgresql://{auth}@{db.db_host}:{db.db_port}/{quote(db.db_name, safe='')}"
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ValueError("; ".join(describe_errors(exc))) from None
 
 
-def run_sync(read: Callable[[str], Awaitable[Frame]], db: Db) -> Frame:
+def run_sync(read: Callable[[asyncpg.Connection], Awaitable[Frame]], db: Db) -> Frame:
+    """``read`` on a connection of its own (from a URL, or as the services connect) in a
+    fresh event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -51,10 +50,17 @@ def run_sync(read: Callable[[str], Awaitable[Frame]], db: Db) -> Frame:
             "the *_sync reads start an event loop of their own and cannot run inside one "
             "(Jupyter, async code): await quaint.data.read_candles(...) and friends instead"
         )
-    url = settings_url(db)
+    settings = None if isinstance(db, str) else settings_of(db)
 
     async def main() -> Frame:
-        return await read(url)
+        if settings is None:
+            conn = await asyncpg.connect(db)
+        else:
+            conn = await asyncpg.connect(**connect_kwargs(settings), timeout=settings.db_connect_timeout_s)
+        try:
+            return await read(conn)
+        finally:
+            await conn.close()
 
     return asyncio.run(main())
 
@@ -128,8 +134,8 @@ def read_candles_sync(
 ) -> Frame:
     """:func:`quaint.data.read.read_candles` without an event loop."""
     return run_sync(
-        lambda url: read_candles(
-            url,
+        lambda conn: read_candles(
+            conn,
             symbols,
             start,
             end,
@@ -201,7 +207,7 @@ def read_book_ticks_sync(
 ) -> Frame:
     """:func:`quaint.data.read.read_book_ticks` without an event loop."""
     return run_sync(
-        lambda url: read_book_ticks(url, symbols, start, end, output=output, decimals=decimals),
+        lambda conn: read_book_ticks(conn, symbols, start, end, output=output, decimals=decimals),
         db,
     )
 
@@ -265,6 +271,6 @@ def read_features_sync(
 ) -> Frame:
     """:func:`quaint.data.read.read_features` without an event loop."""
     return run_sync(
-        lambda url: read_features(url, symbols, start, end, version=version, output=output),
+        lambda conn: read_features(conn, symbols, start, end, version=version, output=output),
         db,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import orjson
 import pyarrow as pa
@@ -41,16 +41,21 @@ PARSE_BYTES = 4 * 2**20
 
 
 class TextTable:
-    """Collects the COPY stream of ``columns`` (``integers`` parsed as int64, the rest kept
-    as text) into Arrow tables of at least :data:`PARSE_BYTES` each. ``on_table`` (if given)
-    takes each table as it is parsed instead of keeping it (the export's streaming path)."""
+    """Collects the COPY stream of ``columns`` into Arrow tables of at least :data:`PARSE_BYTES`
+    of text each: ``integers`` as int64, ``time`` as UTC timestamps, ``numerics`` as decimals
+    (or float64, by ``decimals``), the rest as text. Each table is typed as it is parsed, so
+    only one chunk's text is held at a time; :func:`unify` gives them one schema. ``on_table``
+    (if given) takes each table instead of keeping it (the export's streaming path)."""
 
     def __init__(
         self,
         columns: Sequence[str],
         integers: Sequence[str],
+        numerics: Sequence[str] = (),
+        decimals: Decimals = "exact",
         on_table: Callable[[pa.Table], None] | None = None,
     ) -> None:
+        self.numerics, self.decimals = numerics, decimals
         self.types = {c: pa.int64() if c in integers else pa.string() for c in columns}
         self.read = pa_csv.ReadOptions(column_names=list(columns), use_threads=False)
         # Arrow's thread pool: with polars loaded as well the process aborts at exit
@@ -79,7 +84,8 @@ class TextTable:
     def _parse(self, data: bytes) -> None:
         if not data:
             return
-        table = pa_csv.read_csv(io.BytesIO(data), read_options=self.read, convert_options=self.convert)
+        text = pa_csv.read_csv(io.BytesIO(data), read_options=self.read, convert_options=self.convert)
+        table = typed(text, self.numerics, self.decimals)
         self.rows += table.num_rows
         if self.on_table is not None:
             self.on_table(table)
@@ -90,8 +96,35 @@ class TextTable:
         """Parse what is left; the whole stream as one table (empty when ``on_table`` took it)."""
         self._parse(b"".join(self.pending))
         self.pending, self.pending_bytes = [], 0
-        schema = pa.schema(list(self.types.items()))
-        return pa.concat_tables(self.tables) if self.tables else schema.empty_table()
+        if not self.tables:
+            return typed(pa.schema(list(self.types.items())).empty_table(), self.numerics, self.decimals)
+        return unify(self.tables)
+
+
+def unify(tables: Sequence[pa.Table]) -> pa.Table:
+    """Tables typed chunk by chunk as one: each decimal column widened to the widest scale
+    any chunk needed (a lossless cast), decimal256 where one chunk needed it."""
+    if len(tables) == 1:
+        return tables[0]
+    fields = []
+    for i, f in enumerate(tables[0].schema):
+        types = [t.schema.field(i).type for t in tables]
+        if all(pa.types.is_decimal(t) for t in types) and len(set(types)) > 1:
+            scale = max(cast(pa.Decimal128Type, t).scale for t in types)
+            wide = any(pa.types.is_decimal256(t) for t in types)
+            f = f.with_type(pa.decimal256(76, scale) if wide else pa.decimal128(38, scale))
+        fields.append(f)
+    schema = pa.schema(fields)
+    try:
+        return pa.concat_tables([t.cast(schema) for t in tables])
+    except pa.ArrowInvalid:  # a wider scale pushed a long value past 38 digits
+        wider = pa.schema(
+            [
+                f.with_type(pa.decimal256(76, f.type.scale)) if pa.types.is_decimal(f.type) else f
+                for f in schema
+            ]
+        )
+        return pa.concat_tables([t.cast(wider) for t in tables])
 
 
 def decimal_type(text: pa.ChunkedArray[pa.StringScalar]) -> pa.DataType:
@@ -121,8 +154,8 @@ def numeric_column(
 
 
 def typed(table: pa.Table, numerics: Sequence[str], decimals: Decimals) -> pa.Table:
-    """``table`` from :class:`TextTable` with ``time`` as UTC timestamps and the ``numerics``
-    as decimals (or float64)."""
+    """CSV-parsed ``table`` with ``time`` as UTC timestamps and the ``numerics`` as decimals
+    (or float64)."""
     columns = []
     for name in table.column_names:
         col = table.column(name)
@@ -149,7 +182,6 @@ def expand_features(table: pa.Table) -> pa.Table:
     if clash:
         raise ValueError(f"feature keys {clash} clash with the columns {fixed}")
     columns: dict[str, Any] = {name: table.column(name) for name in fixed}
-    columns["time"] = columns["time"].cast(TIME)
     for key in sorted(keys):
         columns[key] = pa.array([doc.get(key) for doc in docs])
     return pa.table(columns)

@@ -18,6 +18,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from quaint.binance.universe import UniverseError, UniverseSpec, parse_entries, parse_spec
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+SessionAttrs = Literal["any", "primary", "standby", "prefer-standby", "read-write", "read-only"]
+# What a writing service may be pointed at when DB_HOST lists several hosts: anything else could
+# land its writes on a standby.
+WRITABLE_ATTRS = ("read-write", "primary")
 LogFormat = Literal["json", "console", "auto"]
 
 # The seed's names (those of the official postgres image) for three database settings: either name of a
@@ -35,6 +39,25 @@ def parse_universe_entries(value: object, *, allow_all: bool) -> object:
         raise ValueError(str(exc)) from None
 
 
+def parse_host_list(value: str) -> list[tuple[str, int | None]]:
+    """``"a, b:5433"`` -> ``[("a", None), ("b", 5433)]``; ``[v6]:port`` for IPv6 literals."""
+    entries = []
+    for raw in value.split(","):
+        part = raw.strip()
+        if not part:
+            raise ValueError("empty host in the list (expected e.g. db1,db2:5433)")
+        host, port = part, ""
+        if part.startswith("["):
+            host, _, rest = part[1:].partition("]")
+            port = rest.removeprefix(":")
+        elif part.count(":") == 1:
+            host, _, port = part.partition(":")
+        if not host or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise ValueError(f"bad host {part!r} (expected host or host:port, port 1..65535)")
+        entries.append((host, int(port) if port else None))
+    return entries
+
+
 class Settings(BaseSettings):
     """Environment names follow the seed (``DB_HOST``, ``SYMBOLS``, ...)."""
 
@@ -42,8 +65,12 @@ class Settings(BaseSettings):
         env_file=None, extra="ignore", case_sensitive=False, validate_default=True
     )
 
+    # One host, or several (``a,b:5433``; a host without a port uses DB_PORT): each connection
+    # goes to the first that answers with DB_TARGET_SESSION_ATTRS (asyncpg's multi-host
+    # connect), so after a promotion the services find the new primary by themselves.
     db_host: str = "localhost"
     db_port: int = Field(default=5432, ge=1, le=65535)
+    db_target_session_attrs: SessionAttrs = "any"
     db_user: str = "postgres"
     db_password: SecretStr = SecretStr("")
     db_name: str = Field(default="btc_ml_production", min_length=1, max_length=63)
@@ -97,6 +124,31 @@ class Settings(BaseSettings):
                 )
             data[field] = value
         return data
+
+    @field_validator("db_host")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        def one(host: str, port: int | None) -> str:
+            shown = f"[{host}]" if ":" in host else host
+            return f"{shown}:{port}" if port else shown
+
+        return ",".join(one(h, p) for h, p in parse_host_list(value))
+
+    @model_validator(mode="after")
+    def _writable_hosts(self) -> Settings:
+        if len(self.db_hosts) > 1 and self.db_target_session_attrs not in WRITABLE_ATTRS:
+            raise PydanticCustomError(
+                "target_session_attrs",
+                "DB_HOST lists several hosts: set DB_TARGET_SESSION_ATTRS=read-write (or primary) so that"
+                " connections go to the primary, never to a read-only standby",
+                {"variable": "DB_TARGET_SESSION_ATTRS"},
+            )
+        return self
+
+    @property
+    def db_hosts(self) -> list[tuple[str, int]]:
+        """(host, port) for every DB_HOST entry, DB_PORT where the entry names none."""
+        return [(h, p or self.db_port) for h, p in parse_host_list(self.db_host)]
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -36,6 +36,8 @@ RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.ConnectionDoesNotExistError,
+    # Several hosts, none the primary yet (a promotion under way): the next try may find it.
+    asyncpg.TargetServerAttributeNotMatched,
 )
 
 # A query whose connection went away (or whose state is unknown after a client timeout).

@@ -26,6 +26,26 @@ WHERE l.locktype = 'advisory' AND l.granted
 """
 
 
+# Which server this session is on (the database as the services see it): after a promotion
+# it names the new primary.
+SERVER = "SELECT coalesce(host(inet_server_addr()), 'local') || ':' || current_setting('port')"
+LAST_LEADER_SERVER = """
+SELECT details->>'server' FROM data_quality_logs WHERE event_type = 'leader_changed'
+ORDER BY id DESC LIMIT 1
+"""
+
+
+async def server_identity(conn: asyncpg.Connection) -> str:
+    """``address:port`` of the server this connection reached."""
+    return str(await conn.fetchval(SERVER))
+
+
+async def last_leader_server(conn: asyncpg.Connection) -> str | None:
+    """The server the previous leader term started on, as its ``leader_changed`` row says."""
+    value = await conn.fetchval(LAST_LEADER_SERVER)
+    return None if value is None else str(value)
+
+
 async def try_lock(conn: asyncpg.Connection, *, within_s: float) -> bool:
     """Take the leader lock if nobody holds it; never waits for it."""
     return bool(await conn.fetchval(TRY_LOCK, LEADER_LOCK_KEY, timeout=within_s))

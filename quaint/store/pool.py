@@ -23,9 +23,13 @@ class DatabaseUnavailable(RuntimeError):
 
 
 def connect_kwargs(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments: several hosts are tried in order, each connection kept only
+    when the server matches ``DB_TARGET_SESSION_ATTRS`` (read-write: the primary)."""
+    hosts = settings.db_hosts
     return {
-        "host": settings.db_host,
-        "port": settings.db_port,
+        "host": hosts[0][0] if len(hosts) == 1 else [h for h, _ in hosts],
+        "port": hosts[0][1] if len(hosts) == 1 else [p for _, p in hosts],
+        "target_session_attrs": settings.db_target_session_attrs,
         "user": settings.db_user,
         "password": settings.db_password.get_secret_value() or None,
         "database": settings.db_name,
@@ -48,7 +52,7 @@ async def create_pool(settings: Settings, *, delays: Iterator[float] | None = No
     at once: retrying cannot fix them."""
     deadline = time.monotonic() + settings.db_connect_timeout_s
     delays = delays or jittered_backoff(0.5, 5.0)
-    target = f"{settings.db_host}:{settings.db_port}/{settings.db_name}"
+    target = f"{','.join(f'{h}:{p}' for h, p in settings.db_hosts)}/{settings.db_name}"
     while True:
         try:
             pool = await asyncpg.create_pool(
@@ -64,9 +68,7 @@ async def create_pool(settings: Settings, *, delays: Iterator[float] | None = No
                 f"database {target} refused the credentials of user {settings.db_user!r}: {exc}"
             ) from None
         except asyncpg.InvalidCatalogNameError:
-            raise DatabaseUnavailable(
-                f"database {settings.db_name!r} does not exist on {settings.db_host}:{settings.db_port}"
-            ) from None
+            raise DatabaseUnavailable(f"database {settings.db_name!r} does not exist on {target}") from None
         except RETRYABLE_CONNECT_ERRORS as exc:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
