@@ -22,7 +22,7 @@ import pytest
 from quaint.binance.models import MINUTE_MS, Candle, datetime_to_ms
 from quaint.data import read_candles
 from quaint.data import tables as data_tables
-from quaint.data.export import export_candles, run_export
+from quaint.data.export import export_candles, month_of, run_export
 from quaint.store.candles import upsert_candles
 from tests.support.services import free_port
 
@@ -210,3 +210,12 @@ def test_without_the_extra_the_command_names_pip_install() -> None:
     assert done.stderr.startswith(
         "error: quaint.data needs pyarrow (the 'data' extra): pip install 'quaint2[data]'"
     )
+
+
+def test_month_of_is_exact_at_the_bounds() -> None:
+    def us(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+        return datetime_to_ms(datetime(year, month, day, hour, minute, tzinfo=UTC)) * 1000
+
+    assert month_of(us(2026, 2, 1) - 1) == ("2026-01", us(2026, 2, 1))
+    assert month_of(us(2026, 2, 1)) == ("2026-02", us(2026, 3, 1))
+    assert month_of(us(2025, 12, 31, 23, 59)) == ("2025-12", us(2026, 1, 1))

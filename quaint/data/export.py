@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -40,6 +40,7 @@ from quaint.store.errors import describe
 from quaint.store.pool import connect_kwargs
 
 FORMATS = ("parquet", "csv")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXIT_OK, EXIT_NOTHING, EXIT_BAD_ARGUMENTS, EXIT_DATABASE = 0, 1, 2, 3
 
 
@@ -72,9 +73,9 @@ class Progress:
 
 def month_of(micros: int) -> tuple[str, int]:
     """``YYYY-MM`` of a time (µs) and the start of the month after it (µs)."""
-    t = datetime.fromtimestamp(micros / 1e6, UTC)
+    t = EPOCH + timedelta(microseconds=micros)  # integers: exact at a month's first µs
     nxt = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
-    return f"{t.year:04d}-{t.month:02d}", int(nxt.timestamp()) * 1_000_000
+    return f"{t.year:04d}-{t.month:02d}", (nxt - EPOCH) // timedelta(microseconds=1)
 
 
 def write_file(table: pa.Table, path: Path, fmt: str) -> None:

@@ -188,12 +188,14 @@ def expand_features(table: pa.Table) -> pa.Table:
 
 
 def convert(table: pa.Table, output: Output) -> Frame:
-    """``table`` as a pandas DataFrame (decimals as ``Decimal`` objects), a polars DataFrame
-    (``pl.Decimal``) or itself."""
+    """``table`` (not used afterwards) as a pandas DataFrame (decimals as ``Decimal`` objects),
+    a polars DataFrame (``pl.Decimal``) or itself."""
     if output == "arrow":
         return table
     if output == "pandas":
-        return table.to_pandas()
+        # Column by column, each Arrow column freed once converted: the peak is the DataFrame
+        # (its Decimal objects), not the DataFrame and the Table.
+        return table.to_pandas(split_blocks=True, self_destruct=True)
     import polars as pl
 
     frame = pl.from_arrow(table)
