@@ -151,7 +151,12 @@ async def test_progress_line_on_a_terminal(db_pool: asyncpg.Pool, db_url: str, t
     shown = err.getvalue()
     # The status line is redrawn in place and left on its line at the end.
     assert shown.startswith("\r\x1b[K") and shown.endswith("\n"), shown
-    assert "BTCUSDT 2026-02 100%" in shown and "rows/s" in shown, shown
+    stored = await read_candles(db_pool, "BTCUSDT", START, output="arrow")
+    # The last line counts every row once.
+    assert shown.rsplit("\r\x1b[K", 1)[1].startswith(f"BTCUSDT 2026-02 100%  {stored.num_rows:,} rows  "), (
+        shown
+    )
+    assert "rows/s" in shown, shown
     assert "exported" in out.getvalue()
 
 

@@ -145,9 +145,9 @@ async def export_candles(
         )
         sink.finish()
         files.flush()
+        done.update(symbol, files.month or "-", done.until_us, sink, force=True)
         done.rows += sink.rows
         done.bytes_in += sink.bytes
-        done.update(symbol, files.month or "", done.until_us, sink, force=True)
     return done
 
 
@@ -224,7 +224,8 @@ async def run_export(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO 
         print(f"note: no {args.interval} candles of {symbol} stored in the range", file=err)
     elapsed = time.monotonic() - progress.started
     print(
-        f"exported {progress.rows:,} {args.interval} candles of {len(symbols) - len(empty)} symbols into "
+        f"exported {progress.rows:,} {args.interval} candles of {len(symbols) - len(empty)} of "
+        f"{len(symbols)} symbols into "
         f"{len(progress.files)} {args.format} files under {args.out} in {elapsed:.1f} s",
         file=out,
     )
