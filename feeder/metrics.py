@@ -40,6 +40,8 @@ class FeederMetrics:
     db_errors: Counter
     features_written: Counter
     feature_seconds: Histogram
+    control_messages: Counter
+    universe_changes: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> FeederMetrics:
@@ -90,6 +92,18 @@ class FeederMetrics:
                 "feeder_feature_run_duration_seconds",
                 "Time of one feature computation pass",
                 buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            control_messages=Counter(
+                "feeder_ws_control_messages",
+                "SUBSCRIBE/UNSUBSCRIBE requests sent on open connections",
+                ["method"],
+                registry=r,
+            ),
+            universe_changes=Counter(
+                "feeder_universe_changes",
+                "Symbols listed, halted, resumed or delisted, as seen by the universe refresh",
+                ["event"],
                 registry=r,
             ),
         )
@@ -179,4 +193,9 @@ class StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "feeder_database_up", "1 if the last database write succeeded", value=int(self.database_up())
+        )
+        yield GaugeMetricFamily(
+            "feeder_symbols",
+            "Symbols followed now (SYMBOLS, or its patterns resolved)",
+            value=len(self.symbols),
         )

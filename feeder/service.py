@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from feeder.core import reconnect
 from feeder.core.accumulator import Accumulator
-from feeder.core.connections import ConnectRateLimiter, plan_connections
+from feeder.core.connections import ConnectionPlan, ConnectRateLimiter, plan_connections, symbol_streams
 from feeder.core.gaps import GapDetector
 from feeder.core.health import HealthInputs, SymbolHealth, build_health
 from feeder.core.router import FrameRouter
@@ -36,8 +36,10 @@ from feeder.feature_task import FeatureTask
 from feeder.metrics import FeederMetrics, StateCollector
 from feeder.settings import FeederSettings
 from feeder.stream import ConnectionSlot, Connector
+from feeder.universe_task import UniverseFollower
 from feeder.writer import Sender
 from quaint.binance.rest_client import RestClient
+from quaint.binance.universe import Resolution
 from quaint.service.clock import wall_ms
 from quaint.service.health import HealthReport
 from quaint.service.lifecycle import Resources, ServiceSpec
@@ -74,6 +76,8 @@ class Feeder:
         connector: Connector | None,
         clock: Callable[[], float],
         symbols: list[str] | None = None,
+        rest: RestClient | None = None,
+        universe: Resolution | None = None,
     ) -> None:
         s = settings
         self.settings = s
@@ -109,23 +113,8 @@ class Feeder:
             self.metrics,
             clock=clock,
         )
-        self.slots = [
-            ConnectionSlot(
-                plan,
-                s,
-                self.router,
-                self.acc,
-                self.gaps,
-                self.watchdog,
-                self.limiter,
-                self.metrics,
-                reconnect_delays=reconnect_delays,
-                on_fatal=self._slot_stopped,
-                connector=connector,
-                clock=clock,
-            )
-            for plan in self.plans
-        ]
+        self._connector = connector
+        self.slots = [self._make_slot(plan) for plan in self.plans]
         registry.register(
             StateCollector(
                 self.router,
@@ -137,10 +126,45 @@ class Feeder:
                 clock=clock,
             )
         )
-        self._slot_of = {sym: plan.index for plan in self.plans for sym in plan.symbols}
+        self.slot_of = {sym: plan.index for plan in self.plans for sym in plan.symbols}
+        # SYMBOLS with a pattern: followed at run time (listings, halts, delistings).
+        self.follower = (
+            UniverseFollower(self, rest, universe) if rest is not None and universe is not None else None
+        )
+        self._tg: asyncio.TaskGroup | None = None
+        self._intake: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.fatal: str | None = None  # set when every connection was refused for good
         self.started_at = clock()
+
+    def _make_slot(self, plan: ConnectionPlan) -> ConnectionSlot:
+        return ConnectionSlot(
+            plan,
+            self.settings,
+            self.router,
+            self.acc,
+            self.gaps,
+            self.watchdog,
+            self.limiter,
+            self.metrics,
+            reconnect_delays=self.reconnect_delays,
+            on_fatal=self._slot_stopped,
+            connector=self._connector,
+            clock=self.clock,
+        )
+
+    def spawn_slot(self, symbols: list[str]) -> ConnectionSlot:
+        """A new connection for ``symbols`` (new listings no open connection has room for)."""
+        mode = self.settings.book_ticker_mode
+        streams = tuple(st for sym in symbols for st in symbol_streams(sym, mode))
+        plan = ConnectionPlan(len(self.slots), tuple(symbols), streams)
+        slot = self._make_slot(plan)
+        self.slots.append(slot)
+        self.plans.append(plan)
+        self.slot_of.update(dict.fromkeys(symbols, plan.index))
+        if self._tg is not None:
+            self._intake.append(self._tg.create_task(slot.run(), name=f"ws-{plan.index}"))
+        return slot
 
     def stop(self) -> None:
         self._stop.set()
@@ -174,7 +198,10 @@ class Feeder:
                 tg.create_task(self._tick(), name="ticker"),
                 tg.create_task(self.features.run(), name="features"),
             ]
-            intake = [tg.create_task(slot.run(), name=f"ws-{slot.plan.index}") for slot in self.slots]
+            self._tg = tg
+            intake = self._intake
+            intake.extend(tg.create_task(slot.run(), name=f"ws-{slot.plan.index}") for slot in self.slots)
+            following = [tg.create_task(self.follower.run(), name="universe")] if self.follower else []
             log.info(
                 "feeder_running",
                 symbols=len(self.symbols),
@@ -183,6 +210,8 @@ class Feeder:
             )
             await self._stop.wait()
             log.info("feeder_stopping", buffered=len(self.acc))
+            for task in following:  # first: it may open connections
+                task.cancel()
             try:
                 for task in intake:
                     task.cancel()
@@ -213,7 +242,7 @@ class Feeder:
         return build_health(
             HealthInputs(
                 connections_up=len(up),
-                connections_planned=len(self.plans),
+                connections_planned=len(self.slots),
                 database_connected=connected,
                 shedding_drops=not connected and bool(self.acc.ledger),
                 refused=[
@@ -229,7 +258,7 @@ class Feeder:
                         last_candle_open=self.gaps.last(sym),
                         seconds_since_last_candle=self.watchdog.since_last_closed(sym, now),
                         stale=self.watchdog.is_stale(sym, now),
-                        connected=self._slot_of[sym] in up,
+                        connected=self.slot_of.get(sym) in up,
                     )
                     for sym in self.symbols
                 ],
@@ -263,6 +292,8 @@ async def assemble(
         connector=connector,
         clock=clock,
         symbols=static if not settings.universe.dynamic else ordered(universe.trading),
+        rest=rest if settings.universe.dynamic else None,
+        universe=universe,
     )
     await feeder.prepare()
     return feeder

@@ -23,6 +23,7 @@ sans-I/O cores; this module only moves frames and reacts to their outcomes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,13 @@ from websockets.exceptions import (
 )
 
 from feeder.core.accumulator import Accumulator
-from feeder.core.connections import ConnectionPlan, ConnectRateLimiter
+from feeder.core.connections import (
+    CONTROL_PER_S,
+    ConnectionPlan,
+    ConnectRateLimiter,
+    symbol_streams,
+    symbols_per_connection,
+)
 from feeder.core.events import reconnect_event
 from feeder.core.gaps import GapDetector
 from feeder.core.reconnect import OpenAction, OpenVerdict, classify_open_failure
@@ -47,6 +54,7 @@ from feeder.core.router import BadFrame, FrameRouter, Outcome
 from feeder.core.watchdog import StaleWatchdog
 from feeder.metrics import FeederMetrics
 from feeder.settings import FeederSettings
+from feeder.subscribe import send_changes
 from quaint.service.logging import LogThrottle
 
 log = structlog.get_logger(__name__)
@@ -69,6 +77,9 @@ class Conn:
     shutdown_notice: bool = False
     ended: str | None = None  # why the reader stopped
     reader: asyncio.Task[None] | None = None
+    symbols: set[str] = field(default_factory=set)  # subscribed (URL, then SUBSCRIBE/UNSUBSCRIBE)
+    # Control messages sent on this connection (Binance: at most 5 incoming messages a second).
+    pacer: ConnectRateLimiter = field(default_factory=lambda: ConnectRateLimiter(CONTROL_PER_S, 5, 1.0))
 
 
 @dataclass
@@ -111,8 +122,8 @@ class ConnectionSlot:
     ) -> None:
         self.plan = plan
         self.settings = settings
-        self.url = plan.url(settings.binance_ws_url)
-        self.symbols = list(plan.symbols)
+        self.symbols = list(plan.symbols)  # changed by add_symbols/remove_symbols as the universe moves
+        self.capacity = symbols_per_connection(settings.book_ticker_mode, settings.streams_per_connection)
         self.router = router
         self.acc = acc
         self.gaps = gaps
@@ -130,6 +141,52 @@ class ConnectionSlot:
         self._tg: asyncio.TaskGroup | None = None
         self._numbers = 0
         self._open_conns: set[Conn] = set()  # closed on the way out, even mid-rollover
+        self._control_ids = itertools.count(1)
+
+    def streams(self) -> list[str]:
+        return [st for sym in self.symbols for st in symbol_streams(sym, self.settings.book_ticker_mode)]
+
+    @property
+    def url(self) -> str:
+        """For the next connection: the streams of the symbols followed now."""
+        return f"{self.settings.binance_ws_url}/stream?streams={'/'.join(self.streams())}"
+
+    @property
+    def room(self) -> int:
+        """Symbols this slot can still take (1024 streams per connection)."""
+        return self.capacity - len(self.symbols)
+
+    # ---- the universe moving: SUBSCRIBE / UNSUBSCRIBE on the open connection(s) ----
+
+    async def add_symbols(self, symbols: list[str]) -> None:
+        self.symbols.extend(s for s in symbols if s not in self.symbols)
+        self.watchdog.arm(symbols, self.clock())
+        for conn in list(self._open_conns):
+            await self._sync(conn)
+
+    async def remove_symbols(self, symbols: list[str]) -> None:
+        gone = set(symbols)
+        self.symbols[:] = [s for s in self.symbols if s not in gone]
+        for conn in list(self._open_conns):
+            await self._sync(conn)
+
+    async def _sync(self, conn: Conn) -> None:
+        """Bring ``conn``'s subscriptions to ``self.symbols``, paced (a connection opened with an
+        older URL while the set changed is caught up here too)."""
+        wanted = set(self.symbols)
+        added, removed = sorted(wanted - conn.symbols), sorted(conn.symbols - wanted)
+        conn.symbols = wanted  # before any await: a concurrent sync sends only what is left
+        await send_changes(
+            conn.ws,
+            conn.pacer,
+            added,
+            removed,
+            self.settings.book_ticker_mode,
+            self._control_ids,
+            self.clock,
+            self.metrics,
+            self.log.bind(number=conn.number),
+        )
 
     def _connect(self, url: str) -> Any:
         return connect(
@@ -207,9 +264,10 @@ class ConnectionSlot:
                 break
             await asyncio.sleep(wait)
         self.limiter.record(self.clock())  # booked before the await: no other slot can take it
+        symbols = set(self.symbols)
         ws = await self.connector(self.url)
         self._numbers += 1
-        conn = Conn(ws=ws, opened_at=self.clock(), number=self._numbers)
+        conn = Conn(ws=ws, opened_at=self.clock(), number=self._numbers, symbols=symbols)
         assert self._tg is not None
         conn.reader = self._tg.create_task(self._read(conn))
         self.state.connections_opened += 1
@@ -217,6 +275,8 @@ class ConnectionSlot:
         self._open_conns.add(conn)
         self.metrics.connections_opened.inc()
         self.watchdog.arm(self.symbols, conn.opened_at)
+        if conn.symbols != set(self.symbols):  # the universe moved while it was opening
+            await self._sync(conn)
         return conn
 
     async def _open_with_backoff(self, delays: Iterator[float]) -> Conn | None:
@@ -237,14 +297,14 @@ class ConnectionSlot:
                 await asyncio.sleep(delay)
                 continue
             self.state.connected = True
-            self.log.info("ws_connected", number=conn.number, url_streams=len(self.plan.streams))
+            self.log.info("ws_connected", number=conn.number, subscribed=len(conn.symbols))
             return conn
 
     def _stop_for_good(self, verdict: OpenVerdict) -> None:
         self.state.fatal = verdict.reason
         self.state.connected = False
         base = self.settings.binance_ws_url
-        self.log.error("ws_refused_for_good", reason=verdict.reason, url=base, streams=len(self.plan.streams))
+        self.log.error("ws_refused_for_good", reason=verdict.reason, url=base, streams=len(self.streams()))
 
     async def _close(self, conn: Conn, *, graceful: bool) -> None:
         """Close handshake for a healthy connection (rollover, shutdown); a failed or

@@ -41,10 +41,11 @@ from gap_handler.fetcher import Fetcher, RetriesExhausted
 from gap_handler.metrics import GapMetrics
 from gap_handler.settings import GapHandlerSettings
 from gap_handler.timesync import TimeSync
+from gap_handler.universe import GapUniverse
 from quaint.binance.models import MINUTE_MS, datetime_to_ms, ms_to_datetime
 from quaint.binance.rest_client import ApiRejected
 from quaint.service.retry import jittered_backoff
-from quaint.service.universe import ordered, resolve_at_start
+from quaint.service.universe import resolve_at_start
 from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
 
 log = structlog.get_logger(__name__)
@@ -76,8 +77,9 @@ class Backfills:
         self.metrics = metrics
         self.clock = clock
         self.now_ms = clock.now_ms  # the exchange's time: what is due is the exchange's call
-        # A pattern's symbols are resolved when the scans start (universe_loop adds them).
+        # A pattern's symbols are resolved when the scans start, then followed (GapUniverse).
         self.symbols = settings.universe.static_symbols()
+        self.universe = GapUniverse(self, settings.universe_refresh_s if settings.universe.dynamic else None)
         self.queue: asyncio.PriorityQueue[Job] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self.claimed: dict[str, list[MinuteRange]] = {s: [] for s in self.symbols}
@@ -151,7 +153,7 @@ class Backfills:
         spec = self.settings.universe
         if spec.dynamic:
             found = await resolve_at_start(self.fetcher.client, spec, lambda: jittered_backoff(1.0, 30.0))
-            self.add_symbols(ordered(found.trading))
+            self.universe.start(found)
         if self.symbols:  # none yet (a pattern matching nothing): the default limit holds
             await self.fetcher.load_weight_limit(self.symbols[0])
         # One attempt: the first scan should not ask for minutes only the host thinks
@@ -159,6 +161,8 @@ class Backfills:
         await self.clock.try_sync(max_attempts=1, only_if="unsynced")
         interval = self.settings.backfill_check_interval_s
         while True:
+            if self.universe.due(time.monotonic()):
+                await self.universe.refresh(time.monotonic())
             try:
                 await self.scan()
             except DB_ERRORS as exc:
@@ -168,7 +172,8 @@ class Backfills:
             else:
                 interval = self.settings.backfill_check_interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                wait = min(interval, self.universe.until_due(time.monotonic()))
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             self._wake.clear()
 
     async def scan(self) -> int:
@@ -187,7 +192,10 @@ class Backfills:
             async with sem:
                 return await self._scan_symbol(symbol, now, extend.get(symbol))
 
-        counts = await asyncio.gather(*(one(s) for s in self.symbols))
+        # A halted or delisted symbol is not scanned: its minutes do not exist (no request for
+        # them while it is away); once it trades again the whole span is proven in one outage row.
+        inactive = self.universe.inactive
+        counts = await asyncio.gather(*(one(s) for s in self.symbols if s not in inactive))
         self.last_scan_s = time.monotonic() - started
         self.last_scan_at = ms_to_datetime(now)
         self.scans += 1

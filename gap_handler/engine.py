@@ -54,6 +54,18 @@ class UnitReport:
     duration_s: float
 
 
+# A halt is seen at the first universe refresh after it began (UNIVERSE_REFRESH_S, at most an
+# hour); an outage that ends within this of a halt's span is that halt's.
+_HALT_SLACK_MS = 3_600_000
+
+
+def halt_around(spans: list[tuple[int, int | None]], outage: MinuteRange) -> tuple[int, int | None] | None:
+    for start, end in reversed(spans):
+        if outage.end > start - _HALT_SLACK_MS and (end is None or outage.start <= end):
+            return start, end
+    return None
+
+
 class Engine:
     def __init__(
         self,
@@ -72,6 +84,9 @@ class Engine:
         self.clock = clock
         self.now_ms = clock.now_ms
         self.db_retry_delays = db_retry_delays
+        # Symbols seen halted (exchange ms, seen at each refresh; end None while halted), so that
+        # the outage a halt leaves is recorded with its reason (gap_handler.universe).
+        self.halts: dict[str, list[tuple[int, int | None]]] = {}
 
     def _now(self) -> datetime:
         return ms_to_datetime(self.now_ms())
@@ -179,7 +194,10 @@ class Engine:
         return n
 
     async def _record_outage(self, symbol: str, outage: MinuteRange) -> None:
-        details = {"detected_by": "gap_handler"}
+        details: dict[str, object] = {"detected_by": "gap_handler"}
+        halt = halt_around(self.halts.get(symbol, []), outage)
+        if halt is not None:
+            details.update(reason="symbol_halted", halt_seen_from=halt[0], halt_seen_until=halt[1])
         added = await self._db(
             "record_unrecoverable",
             symbol,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,19 +31,37 @@ def symbol_streams(symbol: str, book_mode: BookTickerMode) -> list[str]:
     return streams
 
 
+def symbols_per_connection(book_mode: BookTickerMode, streams_per_connection: int) -> int:
+    return max(1, streams_per_connection // (1 if book_mode == "off" else 2))
+
+
 def plan_connections(
     symbols: list[str], book_mode: BookTickerMode, streams_per_connection: int
 ) -> list[ConnectionPlan]:
     """Pack symbols into as few connections as the stream limit allows, keeping a
     symbol's streams together (the watchdog recycles the connection a symbol is on)."""
-    per_symbol = 1 if book_mode == "off" else 2
-    per_conn = max(1, streams_per_connection // per_symbol)
+    per_conn = symbols_per_connection(book_mode, streams_per_connection)
     plans: list[ConnectionPlan] = []
     for i in range(0, len(symbols), per_conn):
         group = tuple(symbols[i : i + per_conn])
         streams = tuple(s for sym in group for s in symbol_streams(sym, book_mode))
         plans.append(ConnectionPlan(len(plans), group, streams))
     return plans
+
+
+def control_messages(method: str, streams: list[str], ids: Iterator[int]) -> list[dict[str, object]]:
+    """``SUBSCRIBE``/``UNSUBSCRIBE`` requests for ``streams``, ``CONTROL_BATCH`` streams each
+    (a whole refresh's changes are usually one message); ids from ``ids``."""
+    return [
+        {"method": method, "params": streams[i : i + CONTROL_BATCH], "id": next(ids)}
+        for i in range(0, len(streams), CONTROL_BATCH)
+    ]
+
+
+# Binance closes a connection sent more than 5 messages a second, pings and pongs included
+# (the client answers the server's pings, and pings it itself): control messages keep well under.
+CONTROL_PER_S = 2.0
+CONTROL_BATCH = 200
 
 
 class ConnectRateLimiter:

@@ -80,3 +80,23 @@ def drop_events(report: DropReport) -> list[QualityEvent]:
         for start, end in minute_ranges(times):
             events.append(gap_event(Gap(symbol, start, end, "dropped")))
     return events
+
+
+_UNIVERSE_MESSAGES = {
+    "symbol_listed": "newly listed: subscribed",
+    "symbol_halted": "left TRADING (halted): unsubscribed",
+    "symbol_resumed": "TRADING again: subscribed",
+    "symbol_delisted": "gone from exchangeInfo (delisted): unsubscribed",
+}
+
+
+def universe_event(kind: str, symbol: str, wall_ms: int) -> QualityEvent:
+    """One ``symbol_*`` row per change the universe refresh saw (``kind`` from
+    :meth:`quaint.binance.universe.UniverseChange.events`)."""
+    return QualityEvent(
+        event_type=kind,
+        symbol=symbol,
+        source=SOURCE,
+        message=f"{symbol} {_UNIVERSE_MESSAGES[kind]}",
+        details={"seen_at": ms_to_datetime(wall_ms).isoformat()},
+    )

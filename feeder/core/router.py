@@ -98,6 +98,14 @@ class FrameRouter:
         self.candles_accepted = 0
         self.gaps_detected = 0
 
+    def set_symbols(self, symbols: list[str]) -> None:
+        """The universe changed: frames of a symbol no longer followed are skipped as unexpected
+        (an UNSUBSCRIBE crosses frames already on the way), a new one's are routed."""
+        self.symbols = frozenset(symbols)
+        self.decoder = FrameDecoder(s for sym in symbols for s in symbol_streams(sym, self.book_mode))
+        for symbol in symbols:
+            self._book_at_close.setdefault(symbol, {})
+
     def on_frame(self, raw: str | bytes, received_at: int, now: float) -> Routed:
         try:
             event = self.decoder.decode(load_frame(raw), received_at)

@@ -254,13 +254,15 @@ async def sim_and_feeder(
     sim: dict[str, Any] | None = None,
     feeder: dict[str, Any] | None = None,
     unstored_minutes: int = 0,
+    feeder_symbols: list[str] | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[SimHandle, FeederHandle]]:
     """A frozen simulator, ``HISTORY_MINUTES`` of its history in the database, a feeder
     connected to it; then simulated time runs at ``SIM_SPEED``. So no minute is lost
     to start-up by accident, and the first live minute is ``minute_of(SIM_START)``.
     ``unstored_minutes``: leave that many minutes before the first live one unstored
-    (as if the feeder had been down)."""
+    (as if the feeder had been down). ``feeder_symbols``: the feeder's SYMBOLS (patterns), if
+    not ``symbols``."""
     sim_args = {"start": SIM_START, "speed": 0, "symbols": symbols, "history_days": 1, **(sim or {})}
     async with running_simulator(**sim_args) as s:
         first_live = minute_of(SIM_START)
@@ -273,7 +275,10 @@ async def sim_and_feeder(
         finally:
             await conn.close()
         async with running_feeder(
-            settings_for(db_url, s.ws_url, symbols=symbols, **settings), **(feeder or {})
+            settings_for(
+                db_url, s.ws_url, symbols=feeder_symbols or symbols, binance_rest_url=s.rest_url, **settings
+            ),
+            **(feeder or {}),
         ) as f:
             planned = len(f.feeder.plans)
             await wait_until(lambda: len(s.state.hub.connections) >= planned, 10, "feeder connected")
