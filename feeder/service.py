@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from feeder.book_owner import BookOwnership
 from feeder.core import reconnect
 from feeder.core.accumulator import Accumulator
 from feeder.core.connections import ConnectionPlan, ConnectRateLimiter, plan_connections, symbol_streams
@@ -46,6 +47,7 @@ from quaint.service.lifecycle import Resources, ServiceSpec
 from quaint.service.retry import jittered_backoff
 from quaint.service.universe import ordered, resolve_at_start
 from quaint.store.candles import newest_open_times
+from quaint.store.pool import connect_kwargs
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +104,18 @@ class Feeder:
         self.limiter = ConnectRateLimiter(s.ws_connects_per_second, s.ws_connects_per_5min)
         # The shells around them.
         self.metrics = FeederMetrics.create(registry)
-        self.sender = Sender(self.pool, self.acc, self.metrics, retry_delays=db_retry_delays, clock=clock)
+        # One writer per symbol's book ticks among redundant feeders (feeder.book_owner).
+        self.books = BookOwnership(
+            connect_kwargs(s), s.book_takeover_s, lambda: jittered_backoff(0.2, s.book_takeover_s / 4)
+        )
+        self.sender = Sender(
+            self.pool,
+            self.acc,
+            self.metrics,
+            retry_delays=db_retry_delays,
+            clock=clock,
+            book_owner=self.books.owned_ticks,
+        )
         self.features = FeatureTask(
             self.pool,
             self.symbols,
@@ -197,6 +210,7 @@ class Feeder:
             aux = [
                 tg.create_task(self._tick(), name="ticker"),
                 tg.create_task(self.features.run(), name="features"),
+                tg.create_task(self.books.run(), name="book-owner"),
             ]
             self._tg = tg
             intake = self._intake

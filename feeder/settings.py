@@ -58,6 +58,10 @@ class FeederSettings(Settings):
     db_retry_interval_s: float = Field(default=1.0, gt=0)
     db_retry_max_s: float = Field(default=10.0, gt=0)
     shutdown_flush_timeout_s: float = Field(default=10.0, gt=0)
+    # Redundant feeders on the same symbols: each symbol's book ticks are written by the one
+    # feeder holding its advisory lock; another takes over within this many seconds of that
+    # feeder's database session ending (candles need no owner: their upsert is idempotent).
+    book_takeover_s: float = Field(default=10.0, ge=2, le=600)
 
     # --- features ---
     feature_cache_interval_s: float = Field(default=60.0, gt=0)

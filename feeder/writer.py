@@ -30,21 +30,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import structlog
 
 from feeder.core.accumulator import Accumulator, Batch
-from feeder.core.events import drop_events, outage_event
+from feeder.core.events import drop_events, gap_event, outage_event
+from feeder.core.gaps import Gap, minute_ranges
 from feeder.metrics import FeederMetrics
+from quaint.binance.models import BookTick, datetime_to_ms
 from quaint.service.clock import wall_ms
 from quaint.service.logging import LogThrottle
 from quaint.service.retry import jittered_backoff
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import upsert_candles
 from quaint.store.errors import DB_ERRORS, DbErrorClass, classify_db_error, describe
-from quaint.store.quality import gap_reported, log_event
+from quaint.store.quality import gap_reported, log_event, minutes_missing
 from quaint.store.quality_event import QualityEvent
 from quaint.store.textcopy import TextEncoder
 
@@ -146,9 +148,12 @@ class Sender:
         write_timeout_s: float = 30.0,
         express_lanes: int = EXPRESS_LANES,
         clock: Callable[[], float] = time.monotonic,
+        book_owner: Callable[[list[BookTick]], Awaitable[list[BookTick]]] | None = None,
     ) -> None:
         self.pool = pool
         self.acc = acc
+        # Whether this feeder writes a symbol's book ticks (feeder.book_owner): None = every symbol's.
+        self.book_owner = book_owner
         self.metrics = metrics
         self.retry_delays = retry_delays
         self.transient_delays = transient_delays
@@ -265,18 +270,38 @@ class Sender:
             if batch.events:
                 async with conn.transaction():
                     if batch.ticks:
-                        await copy_book_ticks(conn, batch.ticks, self._text)
+                        await copy_book_ticks(conn, await self._owned(batch.ticks), self._text)
                     for event in batch.events:
                         await self._log_event(conn, event)
             elif batch.ticks:
-                await copy_book_ticks(conn, batch.ticks, self._text)  # one COPY: atomic on its own
+                await copy_book_ticks(
+                    conn, await self._owned(batch.ticks), self._text
+                )  # one COPY: atomic on its own
+
+    async def _owned(self, ticks: list[BookTick]) -> list[BookTick]:
+        return ticks if self.book_owner is None or not ticks else await self.book_owner(ticks)
 
     async def _log_event(self, conn: asyncpg.Connection, event: QualityEvent) -> None:
         # A retried batch whose first commit did land (acknowledgement lost) or a
         # restart must not report the same gap twice.
-        if event.event_type == "gap_detected" and await gap_reported(conn, event):
+        if event.event_type == "gap_detected":
+            for part in await self._still_missing(conn, event):
+                if not await gap_reported(conn, part):
+                    await log_event(conn, part)
             return
         await log_event(conn, event)
+
+    async def _still_missing(self, conn: asyncpg.Connection, event: QualityEvent) -> list[QualityEvent]:
+        """The gap's runs of minutes nobody stored: with redundant feeders the other one
+        may have had them (then there is no gap to report, or a smaller one)."""
+        if event.symbol is None or event.gap_start is None or event.gap_end is None:
+            return [event]
+        missing = await minutes_missing(conn, event.symbol, event.gap_start, event.gap_end)
+        if len(missing) == event.candles_missing:
+            return [event]
+        reason = str(event.details.get("reason", "reconnect"))
+        runs = minute_ranges(datetime_to_ms(m) for m in missing)
+        return [gap_event(Gap(event.symbol, start, end, reason)) for start, end in runs]
 
     def _candles_committed(self, batch: Batch) -> None:
         now = self.clock()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -31,20 +30,6 @@ from quaint.store.errors import DB_ERRORS, describe
 log = structlog.get_logger(__name__)
 
 Role = Literal["leader", "standby"]
-
-
-def session_settings(takeover_s: float) -> dict[str, str]:
-    """Server-side TCP settings for the lock's session: a leader host that stops answering
-    loses its session (and so the lock) after about half of ``takeover_s``."""
-    idle = max(1, math.floor(takeover_s / 4))
-    interval = max(1, math.floor(takeover_s / 8))
-    return {
-        "application_name": "quaint-gap-handler-leader",
-        "tcp_keepalives_idle": str(idle),
-        "tcp_keepalives_interval": str(interval),
-        "tcp_keepalives_count": "2",
-        "tcp_user_timeout": str(max(1000, int(takeover_s * 500))),
-    }
 
 
 def instance_name() -> str:
@@ -79,7 +64,9 @@ class Leadership:
         while True:
             try:
                 conn = await asyncpg.connect(
-                    **self._kwargs, timeout=10, server_settings=session_settings(self.takeover_s)
+                    **self._kwargs,
+                    timeout=10,
+                    server_settings=leadership.session_settings(self.takeover_s, "quaint-gap-handler-leader"),
                 )
             except DB_ERRORS as exc:
                 delay = next(delays)

@@ -9,6 +9,8 @@ one ``db_failover`` row names the switch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 from pydantic import ValidationError
@@ -51,7 +53,11 @@ async def test_primary_stopped_and_standby_promoted_loses_no_candle(pg_server: P
             await apply_schema(conn)
         finally:
             await conn.close()
-        db = {"db_host": pair.hosts, "db_target_session_attrs": "read-write", "db_connect_timeout_s": 30}
+        db: dict[str, Any] = {
+            "db_host": pair.hosts,
+            "db_target_session_attrs": "read-write",
+            "db_connect_timeout_s": 30,
+        }
         async with sim_and_feeder(pair.primary.url, SYMBOLS, max_buffered_rows=50_000, **db) as (sim, feeder):
             gap = gap_settings(
                 pair.primary.url,

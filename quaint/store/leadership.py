@@ -9,7 +9,25 @@ two deployments on one server do not contend.
 
 from __future__ import annotations
 
+import hashlib
+import math
+
 import asyncpg
+
+
+def session_settings(takeover_s: float, application_name: str) -> dict[str, str]:
+    """Server-side TCP settings for the lock's session: a holder whose host stops answering
+    loses its session (and so its locks) after about half of ``takeover_s``."""
+    idle = max(1, math.floor(takeover_s / 4))
+    interval = max(1, math.floor(takeover_s / 8))
+    return {
+        "application_name": application_name,
+        "tcp_keepalives_idle": str(idle),
+        "tcp_keepalives_interval": str(interval),
+        "tcp_keepalives_count": "2",
+        "tcp_user_timeout": str(max(1000, int(takeover_s * 500))),
+    }
+
 
 # A fixed key in the advisory lock space (bigint): the first eight bytes of
 # sha256("quaint.gap_handler.leader"), so no other tool's small integers collide with it.
@@ -60,3 +78,26 @@ async def holder(conn: asyncpg.Connection, *, within_s: float) -> dict[str, obje
     """The session holding the lock (pid, client address, application name), or None."""
     row = await conn.fetchrow(HOLDER, LEADER_LOCK_KEY, timeout=within_s)
     return None if row is None else dict(row)
+
+
+# ---- book tick ownership: one writer per symbol among redundant feeders ------------------
+
+
+def book_lock_key(symbol: str) -> int:
+    """The symbol's lock: a signed bigint from sha256 (distinct symbols never share one in
+    practice, and none meets the leader's key)."""
+    digest = hashlib.sha256(f"quaint.book_ticker:{symbol}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+TRY_BOOK_LOCKS = """
+SELECT s FROM unnest($1::text[], $2::bigint[]) AS t(s, k) WHERE pg_try_advisory_lock(k)
+"""
+
+
+async def try_book_locks(conn: asyncpg.Connection, symbols: list[str], *, within_s: float) -> set[str]:
+    """Take the book locks of ``symbols`` nobody holds; the symbols now held by this session.
+    Call only for symbols not held yet: a lock taken twice must be released twice."""
+    keys = [book_lock_key(s) for s in symbols]
+    rows = await conn.fetch(TRY_BOOK_LOCKS, symbols, keys, timeout=within_s)
+    return {str(r["s"]) for r in rows}

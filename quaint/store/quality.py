@@ -3,6 +3,8 @@ type is :class:`quaint.store.quality_event.QualityEvent`, importable without asy
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 
 from quaint.store.quality_event import QualityEvent
@@ -24,6 +26,22 @@ SELECT EXISTS (SELECT 1 FROM data_quality_logs WHERE event_type = 'gap_detected'
 async def gap_reported(conn: asyncpg.Connection, event: QualityEvent) -> bool:
     """Whether a ``gap_detected`` row for the same symbol and minutes is stored already."""
     return bool(await conn.fetchval(GAP_REPORTED, event.symbol, event.gap_start, event.gap_end))
+
+
+# The minutes of [start, end] (open times, both ends included) with no stored candle.
+MINUTES_MISSING = """
+SELECT m FROM generate_series($2::timestamptz, $3::timestamptz, interval '1 minute') AS m
+WHERE NOT EXISTS (SELECT 1 FROM candles_1m c WHERE c.symbol = $1 AND c.time = m)
+ORDER BY m
+"""
+
+
+async def minutes_missing(
+    conn: asyncpg.Connection, symbol: str, first: datetime, last: datetime
+) -> list[datetime]:
+    """Which minutes of a reported gap are still without a candle (another feeder on the
+    same symbols may have stored the rest)."""
+    return [r["m"] for r in await conn.fetch(MINUTES_MISSING, symbol, first, last)]
 
 
 async def log_event(conn: asyncpg.Connection, event: QualityEvent) -> int:
