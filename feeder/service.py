@@ -296,7 +296,8 @@ async def assemble(
     """Every part of the feeder on the process's resources, ready to run."""
     rest = RestClient(resources.session, settings.binance_rest_url)
     universe = await resolve_at_start(rest, settings.universe, default_reconnect_delays(settings))
-    static = settings.universe.static_symbols()
+    # The one place a shard's symbols are chosen (SHARD_INDEX/SHARD_COUNT/REPLICAS, quaint.sharding).
+    static = settings.shard_symbols(settings.universe.static_symbols())
     feeder = Feeder(
         settings,
         resources,

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from feeder.core.connections import BookTickerMode
 from quaint.service.settings import Settings
+from quaint.sharding import shard_symbols
 
 # Binance: at most 1024 streams per connection.
 MAX_STREAMS_PER_CONNECTION = 1024
@@ -63,6 +64,11 @@ class FeederSettings(Settings):
     # feeder's database session ending (candles need no owner: their upsert is idempotent).
     book_takeover_s: float = Field(default=10.0, ge=2, le=600)
 
+    # --- shards: SHARD_COUNT feeders split SYMBOLS (quaint.sharding); REPLICAS of them stream each ---
+    shard_index: int = Field(default=0, ge=0, le=1023)
+    shard_count: int = Field(default=1, ge=1, le=1024)
+    replicas: int = Field(default=1, ge=1, le=1024)
+
     # --- features ---
     feature_cache_interval_s: float = Field(default=60.0, gt=0)
     feature_version: str = Field(default="v1", min_length=1, max_length=32)
@@ -84,7 +90,20 @@ class FeederSettings(Settings):
             raise ValueError("DB_RETRY_MAX_S must be >= DB_RETRY_INTERVAL_S")
         if self.batch_max_rows < self.batch_size:
             raise ValueError("BATCH_MAX_ROWS must be >= BATCH_SIZE")
+        if self.shard_index >= self.shard_count:
+            raise ValueError("SHARD_INDEX must be below SHARD_COUNT (shards are numbered from 0)")
+        if self.replicas > self.shard_count:
+            raise ValueError("REPLICAS must be <= SHARD_COUNT")
+        if self.shard_count > 1 and self.universe.dynamic:
+            # The universe follower adds listings as they come; it does not shard them (yet).
+            raise ValueError("SHARD_COUNT > 1 needs SYMBOLS as names, not patterns (ALL, *USDT)")
+        if self.shard_count > 1 and not self.shard_symbols(self.universe.static_symbols()):
+            raise ValueError("this shard (SHARD_INDEX of SHARD_COUNT) gets none of SYMBOLS")
         return self
+
+    def shard_symbols(self, symbols: list[str]) -> list[str]:
+        """The symbols of ``symbols`` this feeder streams (all of them unless sharded)."""
+        return shard_symbols(symbols, self.shard_index, self.shard_count, self.replicas)
 
     @property
     def stale_timeout_s(self) -> float:
