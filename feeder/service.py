@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import structlog
 from aiohttp import web
@@ -30,7 +30,7 @@ from feeder.core import reconnect
 from feeder.core.accumulator import Accumulator
 from feeder.core.connections import ConnectionPlan, ConnectRateLimiter, plan_connections, symbol_streams
 from feeder.core.gaps import GapDetector
-from feeder.core.health import HealthInputs, SymbolHealth, build_health
+from feeder.core.health import Detail, HealthInputs, SymbolHealth, build_health
 from feeder.core.router import FrameRouter
 from feeder.core.watchdog import StaleWatchdog
 from feeder.feature_task import FeatureTask
@@ -250,6 +250,13 @@ class Feeder:
             self.router.flush_samples(wall_ms(), self.clock())
 
     async def health(self) -> HealthReport:
+        return self._health(None)
+
+    async def health_detail(self, query: Mapping[str, str]) -> HealthReport:
+        """``/health?symbols=all``, ``?symbol=BTCUSDT,ETHUSDT``, ``?state=stale``: per-symbol detail."""
+        return self._health(Detail.from_query(query))
+
+    def _health(self, detail: Detail | None) -> HealthReport:
         now = self.clock()
         up = {slot.plan.index for slot in self.slots if slot.state.connected}
         connected = self.sender.connected
@@ -276,7 +283,8 @@ class Feeder:
                     )
                     for sym in self.symbols
                 ],
-            )
+            ),
+            detail,
         )
 
 

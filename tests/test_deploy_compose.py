@@ -142,7 +142,7 @@ def test_ports_and_health_paths_match_the_code(tmp_path: Path) -> None:
     gap = pytest.importorskip("gap_handler.settings")
     services = rendered(tmp_path)["services"]
 
-    async def healthy() -> Any:
+    async def healthy(query: Any) -> Any:
         raise AssertionError("not called")
 
     from prometheus_client import CollectorRegistry

@@ -113,7 +113,7 @@ async def test_three_symbols_fifteen_minutes_match_the_truth(db_url: str) -> Non
             assert doc["has_book"] is True and doc["spread_bps"] > 0
     assert await quality_rows(db_url, "gap_detected") == []
     assert status == 200 and health["status"] == "healthy"
-    assert set(health) == SEED_HEALTH_FIELDS | {"symbols"}
+    assert set(health) == SEED_HEALTH_FIELDS | {"symbols", "symbol_states", "stalest"}
     assert health["candles_processed"] == 45 and health["database_status"] == "connected"
     assert health["websocket_connected"] is True
     last = s.truth("BTCUSDT", end - MINUTE_MS, end)[0]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from quaint.binance.models import MINUTE_MS
 from tests.support.feeder import (
     SIM_START,
@@ -101,3 +103,7 @@ async def check_metrics(f: FeederHandle) -> None:
         assert metric_value(text, "feeder_universe_changes_total", event=kind) == 1
     assert metric_value(text, "feeder_symbols") == 3
     assert metric_value(text, "feeder_ws_control_messages_total", method="subscribe") >= 2
+    status, body = await f.get("/health?symbol=NEWUSDT")
+    health = orjson.loads(body)
+    assert list(health["symbols"]) == ["NEWUSDT"]  # the detail asked for
+    assert sum(health["symbol_states"].values()) == 3

@@ -73,7 +73,8 @@ async def test_listing_and_halt(db_url: str) -> None:
             halt = ("ETHUSDT", M0 + 2 * MINUTE_MS, M0 + 11 * MINUTE_MS)  # gap_end: the last missing minute
             assert halt in outages, sorted(outages)
             details = outages[halt]["details"]
-            assert (orjson.loads(details) if isinstance(details, str) else details)["reason"] == "symbol_halted"
+            details = orjson.loads(details) if isinstance(details, str) else details
+            assert details["reason"] == "symbol_halted"
             assert [k for k in outages if k[0] == "ETHUSDT"] == [halt]  # one row, nothing else missing
             # Before its first candle the new listing has nothing: one proven outage up to it.
             assert [k[2] for k in outages if k[0] == "NEWUSDT"] == [M0 + 2 * MINUTE_MS]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,8 +19,8 @@ async def test_health_and_metrics() -> None:
     frames.labels("kline").inc(3)
     state = {"status": "healthy"}
 
-    async def probe() -> HealthReport:
-        return HealthReport(state["status"], {"database_status": "connected"})
+    async def probe(query: Mapping[str, str]) -> HealthReport:
+        return HealthReport(state["status"], {"database_status": "connected", **query})
 
     runner = await start_http(create_service_app(registry, probe), "127.0.0.1", 0)
     base = f"http://127.0.0.1:{bound_port(runner)}"
@@ -27,6 +29,8 @@ async def test_health_and_metrics() -> None:
             async with http.get(f"{base}/health") as resp:
                 assert resp.status == 200
                 assert await resp.json() == {"status": "healthy", "database_status": "connected"}
+            async with http.get(f"{base}/health?symbol=BTCUSDT") as resp:  # the query reaches the probe
+                assert (await resp.json())["symbol"] == "BTCUSDT"
             state["status"] = "degraded"
             async with http.get(f"{base}/health") as resp:
                 assert resp.status == 503

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -12,7 +12,8 @@ from prometheus_client.exposition import choose_encoder
 
 from quaint.service.health import HealthReport
 
-HealthProbe = Callable[[], Awaitable[HealthReport]]
+# Called with the request's query parameters (a service may detail its report on request).
+HealthProbe = Callable[[Mapping[str, str]], Awaitable[HealthReport]]
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 HEALTH_KEY: web.AppKey[HealthProbe] = web.AppKey("health_probe")
@@ -31,7 +32,7 @@ def json_error(status: int, message: str, field_name: str | None = None) -> web.
 
 
 async def _health(request: web.Request) -> web.Response:
-    report = await request.app[HEALTH_KEY]()
+    report = await request.app[HEALTH_KEY](request.query)
     return json_response({"status": report.status, **report.body}, report.http_status)
 
 

@@ -33,7 +33,7 @@ import asyncio
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -176,10 +176,20 @@ async def _prepare_database(
             await asyncio.sleep(delay)
 
 
+async def _health_of(service: Service, query: Mapping[str, str]) -> HealthReport:
+    """The service's report; with query parameters, its detailed one if it has one
+    (the feeder's ``health_detail``: per-symbol detail on request)."""
+    detailed = getattr(service, "health_detail", None)
+    if query and detailed is not None:
+        report: HealthReport = await detailed(query)
+        return report
+    return await service.health()
+
+
 def build_app(spec: ServiceSpec[S]) -> web.Application:
     """The service's app: ``/health`` (the service's own report), ``/metrics``, its routes,
     and the cleanup contexts that open the resources and run the service."""
-    app = create_service_app(spec.registry, lambda: app[spec.key].health())
+    app = create_service_app(spec.registry, lambda query: _health_of(app[spec.key], query))
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_resources(spec.settings) as resources:
