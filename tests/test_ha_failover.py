@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from feeder.settings import FeederSettings
-from quaint.binance.models import MINUTE_MS
+from quaint.binance.models import MINUTE_MS, ms_to_datetime
 from quaint.service.settings import describe_errors
 from quaint.store.pool import connect_kwargs
 from quaint.store.schema import apply_schema
@@ -44,7 +44,18 @@ FIRST = minute_of(SIM_START)
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-async def test_primary_stopped_and_standby_promoted_loses_no_candle(pg_server: PgServer) -> None:
+@pytest.mark.parametrize(
+    ("bound", "outage_minutes"),
+    [
+        pytest.param(50_000, 3, id="buffered"),
+        # A buffer too small for the switch: candles are dropped (and reported), and the gap
+        # handler fills those minutes from REST on the new primary.
+        pytest.param(10, 8, id="overflowing"),
+    ],
+)
+async def test_primary_stopped_and_standby_promoted_loses_no_candle(
+    pg_server: PgServer, bound: int, outage_minutes: int
+) -> None:
     if pg_server.source != "local":
         pytest.skip(f"the PostgreSQL server is {pg_server.source}: no private clusters to replicate")
     async with replicated_pair() as pair:
@@ -58,7 +69,7 @@ async def test_primary_stopped_and_standby_promoted_loses_no_candle(pg_server: P
             "db_target_session_attrs": "read-write",
             "db_connect_timeout_s": 30,
         }
-        async with sim_and_feeder(pair.primary.url, SYMBOLS, max_buffered_rows=50_000, **db) as (sim, feeder):
+        async with sim_and_feeder(pair.primary.url, SYMBOLS, max_buffered_rows=bound, **db) as (sim, feeder):
             gap = gap_settings(
                 pair.primary.url,
                 sim.rest_url,
@@ -80,8 +91,8 @@ async def test_primary_stopped_and_standby_promoted_loses_no_candle(pg_server: P
 
                 await wait_for(feeder_degraded, 30, "the feeder degraded")
                 stopped_at = sim.clock.now_ms()
-                # A few simulated minutes without a primary: the feeder buffers them.
-                await until_sim(sim, stopped_at + 3 * MINUTE_MS)
+                # Simulated minutes without a primary: the feeder buffers them (or drops some).
+                await until_sim(sim, stopped_at + outage_minutes * MINUTE_MS)
                 buffered = feeder.feeder.acc.candle_depth
                 await pair.promote_standby()
 
@@ -110,7 +121,14 @@ async def test_primary_stopped_and_standby_promoted_loses_no_candle(pg_server: P
         failovers = await quality_rows(pair.standby.url, "db_failover")
         dropped = await quality_rows(pair.standby.url, "data_dropped")
         outages = await quality_rows(pair.standby.url, "db_unavailable")
-    assert dropped == []
+        from_rest = await rest_minutes(pair.standby.url, FIRST)
+    if bound > 1000:
+        assert dropped == [] and from_rest == 0  # the feeder wrote every live minute itself
+    else:
+        (row,) = dropped
+        lost = sum(row["details"]["candles"].values())
+        assert lost > 0
+        assert from_rest >= lost  # the dropped minutes came back from REST, on the new primary
     assert len(outages) == 1  # the feeder's: the switch was one outage to it
     assert buffered > 0  # candles waited in memory during the switch
     assert len(failovers) == 1
@@ -118,6 +136,18 @@ async def test_primary_stopped_and_standby_promoted_loses_no_candle(pg_server: P
     assert details["from"].endswith(f":{pair.primary.port}") and details["to"].endswith(
         f":{pair.standby.port}"
     )
+
+
+async def rest_minutes(db_url: str, since: int) -> int:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM candles_1m WHERE source = 'rest' AND time >= $1", ms_to_datetime(since)
+            )
+        )
+    finally:
+        await conn.close()
 
 
 def test_several_hosts_are_tried_in_order_for_the_primary() -> None:
