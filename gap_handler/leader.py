@@ -66,7 +66,9 @@ class Leadership:
                 conn = await asyncpg.connect(
                     **self._kwargs,
                     timeout=10,
-                    server_settings=leadership.session_settings(self.takeover_s, "quaint-gap-handler-leader"),
+                    server_settings=leadership.session_settings(
+                        self.takeover_s, leadership.LEADER_APPLICATION_NAME
+                    ),
                 )
             except DB_ERRORS as exc:
                 delay = next(delays)
@@ -76,9 +78,12 @@ class Leadership:
             self.connected = True
             delays = self._backoff()
             try:
-                if self.lost.is_set():
-                    # Just stepped down: a healthy standby gets the first chance at the lock
-                    # (a leader whose session keeps failing should not win it straight back).
+                if self.lost.is_set() and await leadership.other_candidates(
+                    conn, leadership.LEADER_APPLICATION_NAME, within_s=self.poll_s
+                ):
+                    # Just stepped down: a standby gets the first chance at the lock (a leader
+                    # whose session keeps failing should not win it straight back). Alone
+                    # (one gap handler, the database restarted), it leads again at once.
                     await asyncio.sleep(self.takeover_s / 2)
                 await self._campaign(conn)
             except DB_ERRORS as exc:  # TimeoutError included: a ping unanswered in time

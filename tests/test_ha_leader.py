@@ -172,3 +172,21 @@ async def test_a_leader_whose_lock_session_ends_steps_down_and_the_other_takes_o
 def test_leader_takeover_below_two_seconds_is_refused() -> None:
     with pytest.raises(ValidationError, match="leader_takeover_s"):
         GapHandlerSettings(leader_takeover_s=1)
+
+
+async def test_a_lone_leader_whose_session_ends_leads_again_without_deferring(db_url: str) -> None:
+    # LEADER_TAKEOVER_S=600 would defer 300 s to a standby; there is none (one gap handler,
+    # its database restarted): it leads again at once, in a new term.
+    async with running_simulator(speed=1, symbols=[SYMBOL]) as sim:
+        s = settings_for(db_url, sim.rest_url, symbols=[SYMBOL], history_days=1, leader_takeover_s=600)
+        async with running_service(s, now_ms=sim.clock.now_ms) as handler:
+            await wait_until(lambda: handler.leadership.role == "leader", 30, "leading")
+            conn = await connect(db_url)
+            try:
+                holder = await leadership.holder(conn, within_s=10)
+                assert holder is not None
+                await conn.execute("SELECT pg_terminate_backend($1)", holder["pid"])
+            finally:
+                await conn.close()
+            await wait_until(lambda: handler.leadership.terms == 2, 30, "a second term")
+            assert handler.leadership.role == "leader"

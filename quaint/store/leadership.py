@@ -32,6 +32,7 @@ def session_settings(takeover_s: float, application_name: str) -> dict[str, str]
 # A fixed key in the advisory lock space (bigint): the first eight bytes of
 # sha256("quaint.gap_handler.leader"), so no other tool's small integers collide with it.
 LEADER_LOCK_KEY = 0x4E41_B796_83CF_5969
+LEADER_APPLICATION_NAME = "quaint-gap-handler-leader"
 
 TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 # Who holds it (for the standby's log and health): the holding backend's client address.
@@ -62,6 +63,18 @@ async def last_leader_server(conn: asyncpg.Connection) -> str | None:
     """The server the previous leader term started on, as its ``leader_changed`` row says."""
     value = await conn.fetchval(LAST_LEADER_SERVER)
     return None if value is None else str(value)
+
+
+# Other candidates: sessions of this database with the same application name (their lock sessions).
+OTHER_CANDIDATES = """
+SELECT count(*) FROM pg_stat_activity
+WHERE application_name = $1 AND datname = current_database() AND pid <> pg_backend_pid()
+"""
+
+
+async def other_candidates(conn: asyncpg.Connection, application_name: str, *, within_s: float) -> int:
+    """How many other sessions campaign under ``application_name`` (standbys, or a leader)."""
+    return int(await conn.fetchval(OTHER_CANDIDATES, application_name, timeout=within_s))
 
 
 async def try_lock(conn: asyncpg.Connection, *, within_s: float) -> bool:
