@@ -14,7 +14,17 @@ In the same run, on the same database and simulator:
   the cap), so the figure is **extrapolated** from the shorter run; ``--rest-days 396``
   measures it in full.
 
+The simulator makes each archive file from its truth on the first request (CSV and deflate in
+Python: most of a core for a month's file), where data.binance.vision serves files that exist. So
+before the timed run every file of the symbol is listed and fetched once, into a cache that holds
+them all (``--archive-cache-files``): the run then measures the gap handler, not the file factory
+(``--cold`` measures with the factory in the way, as before).
+
 The gap handler's RSS is sampled every 50 ms during the archive run: ``archive_peak_rss_mb``.
+``--many-symbols N`` (``--many-days D``, 40) adds a run of N symbols bootstrapped at once from
+cold archives for the same peak: ``archive_many_symbols_peak_rss_mb`` (files are streamed a
+chunk at a time, ``ARCHIVE_CONCURRENCY`` at once, so the peak follows the symbols and the
+concurrency, not the months).
 The run ends with the same correctness check as ``bench backfill``: no minute missing, nothing
 unrecoverable, sampled windows equal ``/_sim/truth``.
 """
@@ -25,18 +35,27 @@ import argparse
 import asyncio
 import sys
 import time
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+
+import asyncpg
 
 from bench.backfill import check, db_path_ceiling, health
 from bench.common import cpu_percent, durable_cluster, machine, result, sample_process
 from bench.services import ProcessGroupSampler, Service, gap_handler, loadavg, postmaster_pid, simulator
 from gap_handler.core.intervals import history_start
+from quaint.binance.archive_listing import S3_NAMESPACE
 
 ARCHIVE_SYMBOL = "BTCUSDT"
 REST_SYMBOL = "ETHUSDT"
 HISTORY_DAYS = 396
 REST_DAYS = 30
 DEADLINE_S = 900.0
+RECENT_DAYS = 45  # the daily files a bootstrap may read: this month's and the last one's
+CACHE_FILES = 64  # the simulator keeps them all built: 13 or 14 monthly files and RECENT_DAYS daily
+S3 = f"{{{S3_NAMESPACE}}}"  # ElementTree's spelling of a namespaced tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +86,38 @@ def wait_complete(svc: Service) -> tuple[int, float]:
     raise TimeoutError(f"history not complete after {DEADLINE_S:g} s:\n{svc.log_tail()}")
 
 
-def fill(url: str, sim: Service, symbol: str, days: int, *, archives: bool) -> Run:
+def listed(sim: Service, prefix: str) -> list[str]:
+    """Every key under ``prefix`` in the simulator's bucket listing (all pages), in order."""
+    keys: list[str] = []
+    while True:
+        query = urllib.parse.urlencode({"prefix": prefix, "marker": keys[-1] if keys else ""})
+        with urllib.request.urlopen(f"{sim.base}/?{query}", timeout=60) as resp:
+            page = ET.fromstring(resp.read())
+        got = [k.text or "" for k in page.iter(f"{S3}Key")]
+        keys += got
+        if page.findtext(f"{S3}IsTruncated") != "true" or not got:
+            return keys
+
+
+def warm(sim: Service, symbol: str) -> tuple[int, int]:
+    """Fetch once the files a bootstrap of ``symbol`` reads, so the simulator keeps them built:
+    the newest daily files (this month's, last month's while its monthly file is not out),
+    then every monthly file. (files, bytes)."""
+    base = f"data/spot/{{}}/klines/{symbol}/1m/"
+    daily = [k for k in listed(sim, base.format("daily")) if k.endswith(".zip")][-RECENT_DAYS:]
+    monthly = [k for k in listed(sim, base.format("monthly")) if k.endswith(".zip")]
+    size = 0
+    for key in daily + monthly:
+        with urllib.request.urlopen(f"{sim.base}/{key}", timeout=300) as resp:
+            size += len(resp.read())
+    return len(daily) + len(monthly), size
+
+
+def fill(url: str, sim: Service, symbols: list[str], days: int, *, archives: bool) -> Run:
     with gap_handler(
         url,
         sim,
-        [symbol],
+        symbols,
         RATE_LIMIT_REQUESTS_PER_SEC="10",
         HISTORY_DAYS=str(days),
         BACKFILL_CHECK_INTERVAL_S="3600",
@@ -91,6 +137,36 @@ def fill(url: str, sim: Service, symbol: str, days: int, *, archives: bool) -> R
         return Run(candles, time.monotonic() - ready, peak, cpu)
 
 
+async def complete(url: str, symbols: list[str]) -> str:
+    """Every symbol's stored minutes have no hole (as many rows as minutes oldest to newest)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            """SELECT symbol, count(*) AS n, (extract(epoch FROM max(time) - min(time)) / 60)::bigint + 1 AS m
+               FROM candles_1m WHERE symbol = ANY($1::text[]) GROUP BY symbol""",
+            symbols,
+        )
+    finally:
+        await conn.close()
+    assert len(rows) == len(symbols), f"{len(symbols) - len(rows)} symbols have no candle"
+    holey = [r["symbol"] for r in rows if r["n"] != r["m"]]
+    assert not holey, f"holes in {holey[:5]}"
+    return f"{len(rows)} symbols, {sum(r['n'] for r in rows):,} rows, no hole"
+
+
+def many(url: str, count: int, days: int) -> Run:
+    """``count`` symbols bootstrapped at once from archives the simulator builds as they are
+    fetched (cold: memory, not speed, is measured here)."""
+    symbols = [f"M{i:04d}USDT" for i in range(count)]
+    with simulator(symbols, "--history-days", str(days + 40)) as sim:
+        run = fill(url, sim, symbols, days, archives=True)
+    print(
+        f"{count} symbols x {days} days from archives: {run.candles:,} candles in {run.seconds:.1f} s,"
+        f" peak RSS {run.peak_rss_mb:.1f} MiB; CPU {cpu_text(run)}; {asyncio.run(complete(url, symbols))}"
+    )
+    return run
+
+
 def cpu_text(r: Run) -> str:
     return ", ".join(f"{k} {v:.0f} %" for k, v in r.cpu.items())
 
@@ -99,16 +175,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench archive", description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=HISTORY_DAYS, help="history from archives (days)")
     parser.add_argument("--rest-days", type=int, default=REST_DAYS, help="the REST run's history (days)")
+    parser.add_argument(
+        "--cold", action="store_true", help="no warm-up: the simulator builds each file as it is fetched"
+    )
+    parser.add_argument(
+        "--many-symbols",
+        type=int,
+        default=0,
+        help="then bootstrap this many symbols at once from archives, for the gap handler's peak RSS",
+    )
+    parser.add_argument("--many-days", type=int, default=40, help="the many-symbol run's history (days)")
     args = parser.parse_args(sys.argv[2:])
     print(machine())
     print(f"archive: {args.days} days of {ARCHIVE_SYMBOL} from archives; load {loadavg()}")
     symbols = [ARCHIVE_SYMBOL, REST_SYMBOL]
     with (
         durable_cluster() as url,
-        simulator(symbols, "--history-days", str(max(args.days, args.rest_days) + 40)) as sim,
+        simulator(
+            symbols,
+            "--history-days",
+            str(max(args.days, args.rest_days) + 40),
+            "--archive-cache-files",
+            str(CACHE_FILES),
+        ) as sim,
     ):
+        if not args.cold:
+            t0 = time.monotonic()
+            files, size = warm(sim, ARCHIVE_SYMBOL)
+            print(
+                f"warm-up: {files} files, {size / 1e6:.1f} MB built by the simulator"
+                f" in {time.monotonic() - t0:.1f} s"
+            )
         window_start = history_start(time.time_ns() // 1_000_000, args.days)
-        archive = fill(url, sim, ARCHIVE_SYMBOL, args.days, archives=True)
+        archive = fill(url, sim, [ARCHIVE_SYMBOL], args.days, archives=True)
         verdict = asyncio.run(check(url, sim, window_start))
         print(
             f"archives: {archive.candles:,} candles in {archive.seconds:.1f} s, "
@@ -118,7 +217,7 @@ def main() -> None:
         print(f"  check: {verdict}")
         ceiling = asyncio.run(db_path_ceiling(url))
         print(f"write path alone: {ceiling:,.0f} candles/s; load {loadavg()}")
-        rest = fill(url, sim, REST_SYMBOL, args.rest_days, archives=False)
+        rest = fill(url, sim, [REST_SYMBOL], args.rest_days, archives=False)
         extrapolated = args.rest_days < args.days
         print(
             f"REST at 10 req/s: {rest.candles:,} candles of {REST_SYMBOL} in {rest.seconds:.1f} s, "
@@ -130,10 +229,13 @@ def main() -> None:
                 else ""
             )
         )
+        crowd = many(url, args.many_symbols, args.many_days) if args.many_symbols else None
     result("archive_candles_per_s", archive.candles_per_s, "candles/s")
     result("archive_ratio_to_db_path", archive.candles_per_s / ceiling, "ratio")
     result("archive_speedup_over_rest", archive.candles_per_s / rest.candles_per_s, "ratio")
     result("archive_peak_rss_mb", archive.peak_rss_mb, "MiB")
+    if crowd is not None:
+        result("archive_many_symbols_peak_rss_mb", crowd.peak_rss_mb, "MiB")
 
 
 if __name__ == "__main__":
