@@ -364,13 +364,19 @@ BEGIN
     CASE quaint_automation_mode()
     WHEN 'timescaledb' THEN
         RETURN QUERY
-        SELECT 'timescaledb'::TEXT, j.proc_name::TEXT || coalesce(' on ' || j.hypertable_name::TEXT, ''),
+        -- A rollup's policies run on its materialization hypertable: named by the rollup's view.
+        SELECT 'timescaledb'::TEXT,
+               j.proc_name::TEXT || coalesce(' on ' || coalesce(c.view_name, j.hypertable_name)::TEXT, ''),
                j.schedule_interval::TEXT, s.last_run_started_at, s.last_run_status::TEXT, s.next_start,
                s.total_failures::BIGINT
         FROM timescaledb_information.jobs AS j
         LEFT JOIN timescaledb_information.job_stats AS s ON s.job_id = j.job_id
+        LEFT JOIN timescaledb_information.continuous_aggregates AS c
+               ON c.materialization_hypertable_schema = j.hypertable_schema
+              AND c.materialization_hypertable_name = j.hypertable_name
         WHERE j.proc_name IN ('quaint_cleanup_job', 'quaint_accuracy_job')
            OR j.hypertable_name IN ('candles_1m', 'book_ticker', 'feature_cache', 'predictions')
+           OR c.view_name IN ('candles_5m', 'candles_15m', 'candles_1h', 'candles_4h', 'candles_1d')
         ORDER BY j.job_id;
     WHEN 'pg_cron' THEN
         -- cron.* exists only where pg_cron is installed: referenced through EXECUTE.
