@@ -61,6 +61,7 @@ log = structlog.get_logger(__name__)
 
 # Failing to open a connection: refused/reset, handshake timeout, HTTP error (429/418...),
 # a URL that cannot be used (InvalidURI; ValueError from the URL parser: a bad port...).
+URL_MAX_STREAMS = 200  # ~4 kB of URL; the rest of a connection's streams by SUBSCRIBE
 OPEN_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, WebSocketException, ValueError)
 # A connection dying while being read.
 READ_ERRORS: tuple[type[BaseException], ...] = (ConnectionClosed, OSError, TimeoutError, WebSocketException)
@@ -146,10 +147,18 @@ class ConnectionSlot:
     def streams(self) -> list[str]:
         return [st for sym in self.symbols for st in symbol_streams(sym, self.settings.book_ticker_mode)]
 
+    def url_symbols(self) -> list[str]:
+        """The symbols a new connection's URL names: at most ``URL_MAX_STREAMS`` streams (a URL of
+        1024 streams is ~20 kB, past common request-line limits such as aiohttp's 8 kB); the
+        rest are subscribed on the open connection (:meth:`_sync`)."""
+        per = 1 if self.settings.book_ticker_mode == "off" else 2
+        return self.symbols[: max(1, URL_MAX_STREAMS // per)]
+
     @property
     def url(self) -> str:
-        """For the next connection: the streams of the symbols followed now."""
-        return f"{self.settings.binance_ws_url}/stream?streams={'/'.join(self.streams())}"
+        mode = self.settings.book_ticker_mode
+        streams = [st for sym in self.url_symbols() for st in symbol_streams(sym, mode)]
+        return f"{self.settings.binance_ws_url}/stream?streams={'/'.join(streams)}"
 
     @property
     def room(self) -> int:
@@ -264,7 +273,7 @@ class ConnectionSlot:
                 break
             await asyncio.sleep(wait)
         self.limiter.record(self.clock())  # booked before the await: no other slot can take it
-        symbols = set(self.symbols)
+        symbols = set(self.url_symbols())
         ws = await self.connector(self.url)
         self._numbers += 1
         conn = Conn(ws=ws, opened_at=self.clock(), number=self._numbers, symbols=symbols)
