@@ -14,6 +14,7 @@ BENCHMARKS = {
     "ceiling": "bench.ceiling",
     "archive": "bench.archive",
     "read": "bench.read",
+    "universe": "bench.universe",
 }
 
 

@@ -27,6 +27,7 @@ SMALL = {
     "scan": ["--months", "1", "--symbols", "2", "--rounds", "1"],
     "memory": ["--seconds", "1", "--settle", "0.5", "--symbols", "2"],
     "read": ["--months", "1", "--rounds", "1"],
+    "universe": ["--symbols", "100", "--minutes", "1", "--speed", "10"],
 }
 FIGURES = {
     "ingest": {
@@ -74,6 +75,14 @@ FIGURES = {
         "read_pandas_ratio_to_copy",
         "export_parquet_ratio_to_copy",
         "read_peak_rss_mb",
+    },
+    "universe": {
+        "universe_symbols",
+        "universe_feeder_cpu_share",
+        "universe_feeder_rss_mb",
+        "universe_candle_p99_ms",
+        "universe_candles_exact",
+        "scan_incremental_ms_per_symbol",
     },
     "memory": {
         f"{what}_{service}_{phase}_{unit}"
