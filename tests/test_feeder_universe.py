@@ -107,3 +107,26 @@ async def check_metrics(f: FeederHandle) -> None:
     health = orjson.loads(body)
     assert list(health["symbols"]) == ["NEWUSDT"]  # the detail asked for
     assert sum(health["symbol_states"].values()) == 3
+
+
+async def test_a_listing_without_room_gets_a_connection_of_its_own(db_url: str) -> None:
+    # One symbol per connection (2 streams): the listing cannot go on an open one.
+    async with sim_and_feeder(
+        db_url,
+        ["BTCUSDT", "ETHUSDT"],
+        sim={"listing": ["NEWUSDT@+2"], "book_rate": 5},
+        feeder_symbols=["*USDT"],
+        universe_refresh_s=1.0,
+        streams_per_connection=2,
+    ) as (sim, f):
+        assert len(f.feeder.slots) == 2
+
+        async def new_stored() -> bool:
+            return bool(await stored_candles(db_url, "NEWUSDT", M0, M0 + 60 * MINUTE_MS))
+
+        await wait_for(new_stored, 60, "the new listing's candles stored")
+        assert len(f.feeder.slots) == 3 and f.feeder.slots[2].symbols == ["NEWUSDT"]
+        got = await stored_candles(db_url, "NEWUSDT", M0, M0 + 60 * MINUTE_MS)
+        assert got == sim.truth("NEWUSDT", got[0].open_time, got[-1].open_time + MINUTE_MS)
+        assert sim.stats.ws_total == 3 and sim.stats.ws_control_messages == 0
+        assert 2 in f.feeder.slot_of.values() and f.feeder.slot_of["NEWUSDT"] == 2
