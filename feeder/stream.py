@@ -44,7 +44,6 @@ from feeder.core.connections import (
     CONTROL_PER_S,
     ConnectionPlan,
     ConnectRateLimiter,
-    symbol_streams,
     symbols_per_connection,
 )
 from feeder.core.events import reconnect_event
@@ -54,14 +53,13 @@ from feeder.core.router import BadFrame, FrameRouter, Outcome
 from feeder.core.watchdog import StaleWatchdog
 from feeder.metrics import FeederMetrics
 from feeder.settings import FeederSettings
-from feeder.subscribe import send_changes
+from feeder.subscribe import Subscribing
 from quaint.service.logging import LogThrottle
 
 log = structlog.get_logger(__name__)
 
 # Failing to open a connection: refused/reset, handshake timeout, HTTP error (429/418...),
 # a URL that cannot be used (InvalidURI; ValueError from the URL parser: a bad port...).
-URL_MAX_STREAMS = 200  # ~4 kB of URL; the rest of a connection's streams by SUBSCRIBE
 OPEN_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, WebSocketException, ValueError)
 # A connection dying while being read.
 READ_ERRORS: tuple[type[BaseException], ...] = (ConnectionClosed, OSError, TimeoutError, WebSocketException)
@@ -104,7 +102,7 @@ def open_verdict(exc: BaseException) -> OpenVerdict:
     return classify_open_failure(error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-class ConnectionSlot:
+class ConnectionSlot(Subscribing):
     def __init__(
         self,
         plan: ConnectionPlan,
@@ -144,58 +142,8 @@ class ConnectionSlot:
         self._open_conns: set[Conn] = set()  # closed on the way out, even mid-rollover
         self._control_ids = itertools.count(1)
 
-    def streams(self) -> list[str]:
-        return [st for sym in self.symbols for st in symbol_streams(sym, self.settings.book_ticker_mode)]
-
-    def url_symbols(self) -> list[str]:
-        """The symbols a new connection's URL names: at most ``URL_MAX_STREAMS`` streams (a URL of
-        1024 streams is ~20 kB, past common request-line limits such as aiohttp's 8 kB); the
-        rest are subscribed on the open connection (:meth:`_sync`)."""
-        per = 1 if self.settings.book_ticker_mode == "off" else 2
-        return self.symbols[: max(1, URL_MAX_STREAMS // per)]
-
-    @property
-    def url(self) -> str:
-        mode = self.settings.book_ticker_mode
-        streams = [st for sym in self.url_symbols() for st in symbol_streams(sym, mode)]
-        return f"{self.settings.binance_ws_url}/stream?streams={'/'.join(streams)}"
-
-    @property
-    def room(self) -> int:
-        """Symbols this slot can still take (1024 streams per connection)."""
-        return self.capacity - len(self.symbols)
-
-    # ---- the universe moving: SUBSCRIBE / UNSUBSCRIBE on the open connection(s) ----
-
-    async def add_symbols(self, symbols: list[str]) -> None:
-        self.symbols.extend(s for s in symbols if s not in self.symbols)
-        self.watchdog.arm(symbols, self.clock())
-        for conn in list(self._open_conns):
-            await self._sync(conn)
-
-    async def remove_symbols(self, symbols: list[str]) -> None:
-        gone = set(symbols)
-        self.symbols[:] = [s for s in self.symbols if s not in gone]
-        for conn in list(self._open_conns):
-            await self._sync(conn)
-
-    async def _sync(self, conn: Conn) -> None:
-        """Bring ``conn``'s subscriptions to ``self.symbols``, paced (a connection opened with an
-        older URL while the set changed is caught up here too)."""
-        wanted = set(self.symbols)
-        added, removed = sorted(wanted - conn.symbols), sorted(conn.symbols - wanted)
-        conn.symbols = wanted  # before any await: a concurrent sync sends only what is left
-        await send_changes(
-            conn.ws,
-            conn.pacer,
-            added,
-            removed,
-            self.settings.book_ticker_mode,
-            self._control_ids,
-            self.clock,
-            self.metrics,
-            self.log.bind(number=conn.number),
-        )
+    def _connections(self) -> list[Conn]:
+        return list(self._open_conns)
 
     def _connect(self, url: str) -> Any:
         return connect(
