@@ -89,10 +89,11 @@ run_pytest() {
 }
 
 # Tools the deployment tests drive for real: Prometheus + promtool, Chromium (pgAdmin browser test),
-# ShellCheck for the shell scripts, and stress-ng for --stress. Installed only when missing.
+# ShellCheck for the shell scripts, stress-ng for --stress, and iproute2 + iptables for the cut-off host test
+# (tests/test_ha_cutoff.py: network namespaces, veth, tc, random packet loss). Installed only when missing.
 ensure_tools() {
   local missing=() cmd
-  for cmd in prometheus promtool chromium shellcheck stress-ng; do
+  for cmd in prometheus promtool chromium shellcheck stress-ng ip tc iptables; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
   done
   [[ ${#missing[@]} -eq 0 ]] && { echo "[test.sh] tools present"; return; }
@@ -103,7 +104,7 @@ ensure_tools() {
   fi
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prometheus chromium shellcheck stress-ng >/dev/null
+    prometheus chromium shellcheck stress-ng iproute2 iptables >/dev/null
 }
 
 # --stress: one CPU hog per core for as long as pytest runs, and the load averages sampled meanwhile.
