@@ -121,9 +121,14 @@ def test_topology_health_checks_and_start_order(tmp_path: Path) -> None:
     assert set(model["volumes"]) == {"timescaledb-data", "pgadmin-data", "prometheus-data"}
     mounts = {(v["type"], v["source"], v["target"]) for v in services["timescaledb"]["volumes"]}
     assert ("volume", "timescaledb-data", "/var/lib/postgresql/data") in mounts
-    init = [m for m in mounts if m[2].startswith("/docker-entrypoint-initdb.d/")]
+    init = sorted(m for m in mounts if m[2].startswith("/docker-entrypoint-initdb.d/"))
     assert init == [
-        ("bind", str(ROOT / "timescaledb" / "init.sql"), "/docker-entrypoint-initdb.d/100_quaint_init.sql")
+        ("bind", str(ROOT / "timescaledb" / "init.sql"), "/docker-entrypoint-initdb.d/100_quaint_init.sql"),
+        (
+            "bind",
+            str(ROOT / "timescaledb" / "replication_hba.sh"),
+            "/docker-entrypoint-initdb.d/050_quaint_replication_hba.sh",
+        ),
     ]
     for name in ("data-feeder", "gap-handler"):
         svc = services[name]
