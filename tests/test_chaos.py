@@ -150,7 +150,10 @@ class ChaosRun:
         self.counts: dict[str, SymbolCounts] = {}
         self.quality: dict[str, int] = {}
         self.unresolved = 0
+        self.artifacts = ARTIFACTS
+        self.feeder_kills = 0  # the two-feeder mode's kill_feeder faults take turns
         common = {"SYMBOLS": ",".join(cfg.symbols), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+        self.common = common
         self.gh_port = free_port()
         self.gap_handler = ServiceProcess(
             "gap_handler",
@@ -179,14 +182,18 @@ class ChaosRun:
             work / "gap_handler.log",
             ROOT,
         )
-        self.feeder = ServiceProcess(
-            "feeder",
+        self.feeder = self.make_feeder("feeder")
+        self.feeders = [self.feeder]
+
+    def make_feeder(self, name: str) -> ServiceProcess:
+        return ServiceProcess(
+            name,
             [sys.executable, "-m", "feeder"],
             service_env(
                 {
-                    **common,
-                    **db_env(db_url),
-                    "BINANCE_WS_URL": sim.ws_url,
+                    **self.common,
+                    **db_env(self.db_url),
+                    "BINANCE_WS_URL": self.sim.ws_url,
                     "FEEDER_HOST": "127.0.0.1",
                     "FEEDER_PORT": str(free_port()),
                     "WEBSOCKET_RECONNECT_INTERVAL_S": "0.1",
@@ -201,9 +208,13 @@ class ChaosRun:
                     "SHUTDOWN_FLUSH_TIMEOUT_S": "10",
                 }
             ),
-            work / "feeder.log",
+            self.work / f"{name}.log",
             ROOT,
         )
+
+    @property
+    def services(self) -> list[ServiceProcess]:
+        return [*self.feeders, self.gap_handler]
 
     # ---- clock ------------------------------------------------------------------------------
 
@@ -239,8 +250,10 @@ class ChaosRun:
         self.set_speed(0)
         await self.gap_handler.start()
         await self.wait_gap_handler_idle(90, "the gap handler's history bootstrap")
-        await self.feeder.start()
-        await self.wait(lambda: bool(self.sim.state.hub.connections), 30, "the feeder's connection")
+        for feeder in self.feeders:
+            await feeder.start()
+        n = len(self.feeders)
+        await self.wait(lambda: len(self.sim.state.hub.connections) >= n, 30, "the feeders' connections")
         self.started_wall = time.monotonic()
         self.set_speed(self.cfg.speed)
         for f in self.plan:
@@ -257,7 +270,7 @@ class ChaosRun:
         settle_from = time.monotonic()
         await self.settle()
         self.settle_wall_s = time.monotonic() - settle_from
-        for svc in (self.feeder, self.gap_handler):
+        for svc in self.services:
             async with svc.lock:
                 self.exit_codes[svc.name] = await svc.terminate(20)
 
@@ -291,11 +304,18 @@ class ChaosRun:
                 else:
                     self.spawn(f, self.pg_restart(p["down_s"]))
             case "kill_feeder":
-                self.spawn(f, self.kill(self.feeder, p["restart_after_s"], entry))
+                victim = self.feeders[self.feeder_kills % len(self.feeders)]
+                self.feeder_kills += 1
+                entry.note = victim.name if len(self.feeders) > 1 else ""
+                self.spawn(f, self.kill(victim, p["restart_after_s"], entry))
             case "kill_gap_handler":
                 self.spawn(f, self.kill(self.gap_handler, p["restart_after_s"], entry))
             case _:
-                raise AssertionError(f"unplanned fault kind {f.kind}")
+                self.fire_other(f, entry)
+
+    def fire_other(self, f: Fault, entry: LogEntry) -> None:
+        """A kind only a subclass plans (the two-feeder mode's database failover)."""
+        raise AssertionError(f"unplanned fault kind {f.kind}")
 
     def spawn(self, f: Fault, action: Any) -> None:
         async def guarded() -> None:
@@ -309,7 +329,7 @@ class ChaosRun:
     async def kill(self, svc: ServiceProcess, restart_after_s: float, entry: LogEntry) -> None:
         async with svc.lock:
             if not svc.running:
-                entry.note = "was not running"
+                entry.note = f"{entry.note} was not running".strip()
             await svc.kill()
             await asyncio.sleep(restart_after_s)  # the modelled downtime, not a synchronisation
             await svc.start()
@@ -506,13 +526,13 @@ class ChaosRun:
             + ", ".join(f"{k}={v}" for k, v in sorted(self.quality.items()))
             + f"; gap_detected left unresolved: {self.unresolved}"
         )
-        for svc in (self.feeder, self.gap_handler):
+        for svc in self.services:
             lines.append(
                 f"{svc.name}: starts={svc.starts} test_kills={svc.kills}"
                 f" unexpected_exits={len(svc.unexpected)} exit_on_sigterm={self.exit_codes.get(svc.name)}"
             )
         gh = self.gap_handler.log_events()
-        fd = self.feeder.log_events()
+        fd = sum((Counter(x.log_events()) for x in self.feeders), Counter[str]())
         lines.append(
             "gap_handler saw: "
             + ", ".join(
@@ -543,11 +563,11 @@ class ChaosRun:
         return "\n".join(lines)
 
     def save_artifacts(self, text: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "report.txt").write_text(text + "\n")
-        for name in ("feeder.log", "gap_handler.log"):
-            if (self.work / name).exists():
-                shutil.copyfile(self.work / name, ARTIFACTS / name)
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        (self.artifacts / "report.txt").write_text(text + "\n")
+        for svc in self.services:
+            if svc.log_path.exists():
+                shutil.copyfile(svc.log_path, self.artifacts / svc.log_path.name)
 
     def failures(self) -> list[str]:
         out = list(self.errors)
@@ -563,7 +583,7 @@ class ChaosRun:
             out.append(f"{self.unresolved} gap_detected row(s) in the window not resolved")
         if set(self.counts) != set(self.cfg.symbols):
             out.append("the final checks did not run")
-        for svc in (self.feeder, self.gap_handler):
+        for svc in self.services:
             out += [f"{svc.name} exited on its own: {u}" for u in svc.unexpected]
             if self.exit_codes.get(svc.name) != 0:
                 out.append(f"{svc.name} exit code on SIGTERM: {self.exit_codes.get(svc.name)}\n{svc.tail()}")
@@ -578,8 +598,8 @@ class ChaosRun:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.feeder.close()
-        await self.gap_handler.close()
+        for svc in self.services:
+            await svc.close()
         if self.datadir is not None and self.pg_down:
             await cluster("start", self.datadir)
 
