@@ -11,7 +11,10 @@ of a symbol it does not own are not written. Unowned symbols are tried every
 ``BOOK_TAKEOVER_S / 4``, so when the owner's session ends (the process died: at once; its
 host went silent: the server's keepalives, about half of ``BOOK_TAKEOVER_S``) another
 feeder takes the symbol over; ticks received between the two are lost, as in an outage of
-one feeder. A feeder that loses its connection stops writing ticks at once.
+one feeder. A feeder that loses its connection stops writing ticks at once. A feeder that
+takes a symbol writes only ticks past the newest update id stored when it took it (the
+fence): what it buffered while the previous owner was still writing the same updates is
+not stored twice.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class BookOwnership:
         self.poll_s = takeover_s / 4
         self._backoff = backoff
         self.owned: set[str] = set()
+        self.fences: dict[str, int] = {}  # symbol -> newest update id stored when it was taken
         self.wanted: set[str] = set()  # every symbol a tick arrived for
         self.decided: set[str] = set()  # tried on the current connection (owned or another's)
         self.connected = False
@@ -67,7 +71,8 @@ class BookOwnership:
             self._tried.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tried.wait(), timeout=left)
-        kept = [t for t in ticks if t.symbol in self.owned]
+        owned, fences = self.owned, self.fences
+        kept = [t for t in ticks if t.symbol in owned and t.update_id > fences.get(t.symbol, -1)]
         self.not_owned += len(ticks) - len(kept)
         return kept
 
@@ -95,7 +100,7 @@ class BookOwnership:
                 self.connected = False
                 if self.owned:
                     log.warning("book_ticks_released", symbols=sorted(self.owned))
-                self.owned, self.decided = set(), set()
+                self.owned, self.decided, self.fences = set(), set(), {}
                 self._tried.set()
                 conn.terminate()
             await asyncio.sleep(next(delays))
@@ -108,6 +113,9 @@ class BookOwnership:
             if missing:
                 got = await leadership.try_book_locks(conn, missing, within_s=self.poll_s)
                 if got:
+                    # Read before the symbols count as owned: no batch is written unfenced.
+                    fences = await leadership.book_fences(conn, sorted(got), within_s=self.poll_s)
+                    self.fences = {**self.fences, **fences}
                     self.owned = self.owned | got
                     log.info("book_ticks_owned", symbols=sorted(got), owned=len(self.owned))
                 self.decided |= set(missing)

@@ -8,6 +8,7 @@ since the other feeder had every minute the killed one missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 from pathlib import Path
@@ -16,12 +17,14 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from feeder.book_owner import BookOwnership
 from feeder.core.accumulator import Accumulator
 from feeder.core.events import gap_event
 from feeder.core.gaps import Gap
 from feeder.metrics import FeederMetrics
 from feeder.writer import Sender
 from quaint.binance.models import MINUTE_MS, CandleRow, ms_to_datetime
+from quaint.store.book import copy_book_ticks
 from quaint.store.candles import upsert_candles
 from quaint.store.pool import prepare_connection
 from tests.support.feeder import (
@@ -32,11 +35,12 @@ from tests.support.feeder import (
     minute_of,
     quality_rows,
     stored_candles,
+    tick,
     until_sim,
 )
 from tests.support.ha import HttpProcess, db_env
 from tests.support.simulator import running_simulator
-from tests.support.waiting import wait_for
+from tests.support.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.ha
 
@@ -177,3 +181,27 @@ async def test_a_gap_reports_only_the_minutes_nobody_stored(db_url: str) -> None
     assert [(r["gap_start"], r["gap_end"], r["candles_missing"]) for r in rows] == [
         (ms_to_datetime(T0 + 3 * MINUTE_MS), ms_to_datetime(T0 + 4 * MINUTE_MS), 2)
     ]
+
+
+async def test_a_takeover_writes_only_ticks_past_what_the_previous_owner_stored(db_url: str) -> None:
+    # The previous owner stored updates 1..10 and is gone; this feeder's buffer holds 5..15
+    # (received while the other still wrote them): once it owns the symbol, only 11..15 pass.
+    conn = await connect(db_url)
+    try:
+        await copy_book_ticks(conn, [tick(u, T0 + u) for u in range(1, 11)])
+    finally:
+        await conn.close()
+    books = BookOwnership({"dsn": db_url}, 2, lambda: itertools.repeat(0.05))
+    task = asyncio.create_task(books.run())
+    try:
+        await wait_until(lambda: books.connected, 30, "the book lock connection")
+        kept = await books.owned_ticks([tick(u, T0 + 100 + u) for u in range(5, 16)])
+        assert [t.update_id for t in kept] == list(range(11, 16))
+        assert [t.update_id for t in await books.owned_ticks([tick(16), tick(3, symbol="ETHUSDT")])] == [
+            16,
+            3,
+        ]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

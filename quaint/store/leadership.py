@@ -114,3 +114,23 @@ async def try_book_locks(conn: asyncpg.Connection, symbols: list[str], *, within
     keys = [book_lock_key(s) for s in symbols]
     rows = await conn.fetch(TRY_BOOK_LOCKS, symbols, keys, timeout=within_s)
     return {str(r["s"]) for r in rows}
+
+
+# Of a symbol's newest ticks by receipt time (the previous owner's last writes are among them;
+# the (symbol, time DESC) index reads only those), the highest update id.
+BOOK_FENCES = """
+SELECT s, (
+    SELECT max(update_id) FROM (
+        SELECT update_id FROM book_ticker WHERE symbol = s ORDER BY time DESC LIMIT 1000
+    ) newest
+) AS fence
+FROM unnest($1::text[]) AS s
+"""
+
+
+async def book_fences(conn: asyncpg.Connection, symbols: list[str], *, within_s: float) -> dict[str, int]:
+    """Per symbol, the newest update id already stored (symbols with no tick left out). A
+    feeder taking a symbol over writes only ticks past it: updates it received while the
+    previous owner still wrote them are not stored twice."""
+    rows = await conn.fetch(BOOK_FENCES, symbols, timeout=within_s)
+    return {str(r["s"]): int(r["fence"]) for r in rows if r["fence"] is not None}
