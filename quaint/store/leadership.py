@@ -116,12 +116,13 @@ async def try_book_locks(conn: asyncpg.Connection, symbols: list[str], *, within
     return {str(r["s"]) for r in rows}
 
 
-# Of a symbol's newest ticks by receipt time (the previous owner's last writes are among them;
-# the (symbol, time DESC) index reads only those), the highest update id.
+# Of a symbol's newest 20 ticks by receipt time (the previous owner's last writes, in the order it
+# received them; the (symbol, time DESC) index reads only those), the highest update id: one
+# query for 2,000 symbols reads 40,000 index entries.
 BOOK_FENCES = """
 SELECT s, (
     SELECT max(update_id) FROM (
-        SELECT update_id FROM book_ticker WHERE symbol = s ORDER BY time DESC LIMIT 1000
+        SELECT update_id FROM book_ticker WHERE symbol = s ORDER BY time DESC LIMIT 20
     ) newest
 ) AS fence
 FROM unnest($1::text[]) AS s
