@@ -134,7 +134,9 @@ def main() -> None:
             load = sv.loadavg()
         cpu_share = (cpu1.cpu_s - cpu0.cpu_s) / (cpu1.at - cpu0.at)
         delta = histogram_delta(before, after)
-        p99_ms = sv.histogram_quantile(delta, HISTOGRAM, 0.99, kind="candle") * 1000
+        p50_ms, p90_ms, p99_ms = (
+            sv.histogram_quantile(delta, HISTOGRAM, q, kind="candle") * 1000 for q in (0.5, 0.9, 0.99)
+        )
         candles = sv.metric(delta, f"{HISTOGRAM}_bucket", kind="candle", le="+Inf")
         ok, compared = asyncio.run(exact(url, symbols, first, end))
         scan_ms = asyncio.run(incremental_scan_ms(url, symbols, end))
@@ -142,6 +144,7 @@ def main() -> None:
         f"window: {args.minutes} min, {candles:,.0f} closed candles committed in it (the window's own:"
         f" {compared:,}, compared with the model); {ok}/{len(symbols)} symbols exact; load at end {load}"
     )
+    print(f"closed candle receipt -> commit (bucket bounds): p50 {p50_ms:g} ms, p90 {p90_ms:g} ms")
     result("universe_symbols", len(symbols), "symbols")
     result("universe_feeder_cpu_share", cpu_share, "cores")
     result("universe_feeder_rss_mb", max(rss.peak, cpu1.rss_mb), "MB")

@@ -120,7 +120,7 @@ class _Lease:
             async with self.pool.acquire() as conn:
                 yield conn
             return
-        if self.held is not None and self.held.is_closed():  # the server went away meanwhile
+        if self._gone():
             await self.give_back()
         if self.held is None:
             self.held = await self.pool.acquire()
@@ -129,6 +129,14 @@ class _Lease:
         except BaseException:
             await self.give_back()
             raise
+
+    def _gone(self) -> bool:
+        """The held connection closed meanwhile (the server went away): asyncpg has then
+        released it to the pool itself, and the proxy raises on every call."""
+        try:
+            return self.held is not None and self.held.is_closed()
+        except asyncpg.InterfaceError:
+            return True
 
     async def give_back(self) -> None:
         conn, self.held = self.held, None

@@ -42,6 +42,9 @@ async def assert_one_gap_per_symbol(
     db_url: str, s: SimHandle, notes: list[dict[str, Any]], end: int
 ) -> list[int]:
     """Every symbol lost the same contiguous minutes; one row and one NOTIFY each."""
+    # A batch commits its candles before its events (feeder.writer): stored candles do not
+    # mean their gap rows are committed yet.
+    await wait_until(lambda: len(notes) >= len(SYMBOLS), 30, "NOTIFY quaint_gaps")
     rows = await quality_rows(db_url, "gap_detected")
     assert [r["symbol"] for r in rows] == sorted(SYMBOLS), rows
     lost: list[int] = []
