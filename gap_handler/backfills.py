@@ -101,6 +101,9 @@ class Backfills:
         self._stop = asyncio.Event()
         self._extend: dict[str, int] = {}
         self._scan_from: dict[str, int] = {}
+        # The feeder's reports (gap_detected rows) made while no listener was connected (before
+        # start, between terms, during a reconnect) are read from the table by the next scan.
+        self._reports_unread = True
         self._last_full = float("-inf")
         self._busy: set[int] = set()
         self._unit_ended = asyncio.Condition()
@@ -134,10 +137,29 @@ class Backfills:
         """Scan now; with ``gap``, make sure the scan of ``symbol`` covers it (its start
         may lie before where the incremental scan would begin, its end may not be due)."""
         if symbol is not None and gap is not None:
-            self._extend[symbol] = max(self._extend.get(symbol, 0), gap.end)
-            if symbol in self._scan_from:
-                self._scan_from[symbol] = min(self._scan_from[symbol], gap.start)
+            self._cover(symbol, gap)
         self._wake.set()
+
+    def on_listening(self) -> None:
+        """The NOTIFY listener (re)connected: scan now, reading the reports it missed first."""
+        self._reports_unread = True
+        self._wake.set()
+
+    def _cover(self, symbol: str, gap: MinuteRange) -> None:
+        self._extend[symbol] = max(self._extend.get(symbol, 0), gap.end)
+        if symbol in self._scan_from:
+            self._scan_from[symbol] = min(self._scan_from[symbol], gap.start)
+
+    async def _read_missed_reports(self) -> None:
+        """The unresolved gap_detected rows, as if each had just been notified: a report made
+        while nobody listened is at the live edge, where the scan does not look yet
+        (GAP_DETECTION_THRESHOLD_S). The listener is connected before this runs, so a report
+        made after it arrives by NOTIFY: none falls between the two."""
+        async with self.pool.acquire() as conn:
+            reports = await store.unresolved_reports(conn, self.symbols)
+        self._reports_unread = False
+        for symbol, start, end in reports:
+            self._cover(symbol, reported_range(start, end))
 
     # ---- scanning --------------------------------------------------------------------
 
@@ -184,6 +206,8 @@ class Backfills:
         if full:
             self._scan_from.clear()
             self._last_full = started
+        if self._reports_unread:
+            await self._read_missed_reports()
         extend, self._extend = self._extend, {}
         # Two symbols at a time: the machine has two cores and the database shares them.
         sem = asyncio.Semaphore(2)
@@ -451,6 +475,11 @@ class Backfills:
             log.warning("notify_unknown_symbol", symbol=str(symbol)[:32])
             return
         log.info("gap_notified", symbol=symbol, gap_start=start, gap_end=end)
-        # +1 minute: the feeder's gap_end may name the last missing minute (inclusive).
-        end = end - end % MINUTE_MS + MINUTE_MS
-        self.request_scan(symbol, MinuteRange(start - start % MINUTE_MS, max(end, start - start % MINUTE_MS)))
+        self.request_scan(symbol, reported_range(start, end))
+
+
+def reported_range(start: int, end: int) -> MinuteRange:
+    """The minutes of a feeder's gap report: its gap_end may name the last missing minute
+    (inclusive), so the range ends a minute after it."""
+    first = start - start % MINUTE_MS
+    return MinuteRange(first, max(end - end % MINUTE_MS + MINUTE_MS, first))

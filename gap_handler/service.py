@@ -119,7 +119,7 @@ class GapHandler:
         self.listener = NotifyListener(
             connect_kwargs(s),
             self.backfills.on_notify,
-            self.backfills.request_scan,
+            self.backfills.on_listening,
             lambda: jittered_backoff(0.5, 10.0),
         )
 

@@ -207,6 +207,20 @@ async def record_backfilled(
     )
 
 
+UNRESOLVED_REPORTS = """
+SELECT symbol, gap_start, gap_end FROM data_quality_logs
+WHERE event_type = 'gap_detected' AND NOT resolved AND symbol = ANY($1::text[])
+  AND gap_start IS NOT NULL AND gap_end IS NOT NULL
+ORDER BY symbol, gap_start
+"""
+
+
+async def unresolved_reports(conn: asyncpg.Connection, symbols: list[str]) -> list[tuple[str, int, int]]:
+    """The feeder's gap reports not yet resolved: (symbol, gap start ms, gap end ms)."""
+    rows = await conn.fetch(UNRESOLVED_REPORTS, symbols)
+    return [(r["symbol"], datetime_to_ms(r["gap_start"]), datetime_to_ms(r["gap_end"])) for r in rows]
+
+
 # A feeder-reported gap is resolved once every minute of it is either stored or a
 # proven outage. Rows reaching past ``$2`` (not yet due) wait.
 RESOLVE_DETECTED = """
