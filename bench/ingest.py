@@ -107,12 +107,26 @@ def _sim_sent(sim: sv.Service) -> float:
     return float(json.loads(sv.http_get(sim.base + "/_sim/stats")[1])["ws_messages_sent"])
 
 
+def _wait_first_rows(url: str, feeder: sv.Service, deadline_s: float = 120.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while asyncio.run(_count_rows(url))[0] == 0:
+        if feeder.proc.poll() is not None:
+            raise RuntimeError(f"the feeder exited with {feeder.proc.returncode}:\n{feeder.log_tail()}")
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"the feeder committed no row in {deadline_s:g} s:\n{feeder.log_tail()}")
+        time.sleep(0.1)  # polls the database until the first commit, bounded by the deadline
+
+
 def measure(
     url: str, sim: sv.Service, symbols: list[str], label: str, warmup: float, seconds: float, **env: str
 ) -> Window:
     asyncio.run(sv.reset_database(url, ("book_ticker", "candles_1m")))
     pg = sv.ProcessGroupSampler(sv.postmaster_pid(url))
     with sv.feeder(url, sim, symbols, BOOK_TICKER_MODE="all", LOG_LEVEL="ERROR", **env) as feeder:
+        # The warm-up starts once rows are committed: a feeder that answers /health may not be
+        # streaming yet (its connections open after), and on a loaded machine a short window
+        # could then fall before its first write.
+        _wait_first_rows(url, feeder)
         time.sleep(warmup)
         m0, sent0, f0, s0 = feeder.metrics(), _sim_sent(sim), feeder.sample(), sim.sample()
         pg.start()
