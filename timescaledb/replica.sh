@@ -7,13 +7,25 @@
 set -euo pipefail
 PGDATA=${PGDATA:-/var/lib/postgresql/data}
 PRIMARY_HOST=${REPLICA_PRIMARY_HOST:-timescaledb}
+# Run a command as the postgres user: su-exec (the Alpine image), gosu, or util-linux's runuser (a
+# Debian-based build, such as the test stand-in).
+as_postgres() {
+  if command -v su-exec >/dev/null 2>&1; then
+    su-exec postgres "$@"
+  elif command -v gosu >/dev/null 2>&1; then
+    gosu postgres "$@"
+  elif command -v runuser >/dev/null 2>&1; then
+    runuser -u postgres -- "$@"
+  else
+    echo "replica: none of su-exec, gosu or runuser in this image to run pg_basebackup as postgres" >&2
+    exit 1
+  fi
+}
 if [[ ! -s ${PGDATA}/PG_VERSION ]]; then
-  # The image steps down to the postgres user with su-exec (Alpine) or gosu (Debian).
-  as_postgres=$(command -v su-exec || command -v gosu)
   mkdir -p "${PGDATA}"
   chown postgres:postgres "${PGDATA}"
   chmod 0700 "${PGDATA}"
-  until PGPASSWORD=${POSTGRES_PASSWORD} "${as_postgres}" postgres pg_basebackup -h "${PRIMARY_HOST}" -p 5432 \
+  until PGPASSWORD=${POSTGRES_PASSWORD} as_postgres pg_basebackup -h "${PRIMARY_HOST}" -p 5432 \
     -U "${POSTGRES_USER}" -D "${PGDATA}" -R -X stream -c fast; do
     echo "replica: base backup from ${PRIMARY_HOST} failed; retrying in 5 s" >&2
     find "${PGDATA}" -mindepth 1 -delete
