@@ -15,6 +15,7 @@ BENCHMARKS = {
     "archive": "bench.archive",
     "read": "bench.read",
     "universe": "bench.universe",
+    "scan-scale": "bench.scan_scale",
 }
 
 

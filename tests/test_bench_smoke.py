@@ -28,6 +28,7 @@ SMALL = {
     "memory": ["--seconds", "1", "--settle", "0.5", "--symbols", "2"],
     "read": ["--months", "1", "--rounds", "1"],
     "universe": ["--symbols", "100", "--minutes", "1", "--speed", "10"],
+    "scan-scale": ["--sizes", "2,4", "--days", "1", "--rounds", "1"],
 }
 FIGURES = {
     "ingest": {
@@ -83,6 +84,12 @@ FIGURES = {
         "universe_candle_p99_ms",
         "universe_candles_exact",
         "scan_incremental_ms_per_symbol",
+    },
+    "scan-scale": {
+        *(f"scan_full_ms_per_symbol_day_{n}" for n in (2, 4)),
+        *(f"scan_incremental_ms_per_symbol_{n}" for n in (2, 4)),
+        "scan_incremental_days_over_one_day",
+        "scan_full_per_symbol_day_4_over_2",
     },
     "memory": {
         f"{what}_{service}_{phase}_{unit}"
