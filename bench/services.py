@@ -25,7 +25,7 @@ from typing import IO
 import asyncpg
 
 from bench.common import ROOT, ProcSample, cpu_percent, sample_process
-from quaint.service.settings import db_fields_from_url
+from quaint.service.settings import db_env_from_url
 from quaint.store.schema import apply_schema
 
 PYTHON = sys.executable
@@ -129,8 +129,8 @@ def base_env() -> dict[str, str]:
 
 
 def db_env(db_url: str) -> dict[str, str]:
-    """The ``DB_*`` variables of :func:`db_fields_from_url` (user and password decoded)."""
-    return {name.upper(): str(value) for name, value in db_fields_from_url(db_url).items()}
+    """The ``DB_*`` variables of a database URL (user and password decoded)."""
+    return db_env_from_url(db_url)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -27,6 +26,7 @@ import orjson
 import pytest
 
 from quaint.binance.models import MINUTE_MS
+from quaint.service.settings import db_env_from_url
 from tests.support.database import PgServer
 from tests.support.feeder import (
     SIM_START,
@@ -122,14 +122,9 @@ async def test_postgres_stopped_for_30_s_loses_no_closed_candle(db_url: str, dat
 
 
 def feeder_env(db_url: str, ws_url: str) -> dict[str, str]:
-    parts = urlsplit(db_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "FEEDER_", "BATCH_"))}
+    env.update(db_env_from_url(db_url))
     env.update(
-        DB_HOST=parts.hostname or "127.0.0.1",
-        DB_PORT=str(parts.port or 5432),
-        DB_USER=parts.username or "",
-        DB_PASSWORD=parts.password or "",
-        DB_NAME=parts.path.lstrip("/"),
         SYMBOLS="btcusdt,ETHUSDT",
         BINANCE_WS_URL=ws_url,
         FEEDER_HOST="127.0.0.1",

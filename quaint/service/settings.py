@@ -225,6 +225,11 @@ def db_fields_from_url(url: str) -> dict[str, Any]:
     }
 
 
+def db_env_from_url(url: str) -> dict[str, str]:
+    """The same as the ``DB_*`` environment variables a service reads."""
+    return {name.upper(): str(value) for name, value in db_fields_from_url(url).items()}
+
+
 def describe_errors(exc: ValidationError) -> list[str]:
     """One line per bad variable, named as the user wrote it (upper-case env name)."""
     lines = []

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from quaint.binance.models import MINUTE_MS
+from quaint.service.settings import db_env_from_url
 from tests.support.chaos import ServiceProcess
 from tests.support.services import free_port
 from tests.support.waiting import wait_for
@@ -22,21 +22,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def db_env(db_url: str, **overrides: str) -> dict[str, str]:
     """The environment minus every setting of ours, plus the test database's DB_* variables."""
-    parts = urlsplit(db_url)
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("DB_", "POSTGRES_", "GAP_", "FEEDER_", "BATCH_", "LEADER_", "SYMBOLS"))
     }
-    env.update(
-        DB_HOST=parts.hostname or "127.0.0.1",
-        DB_PORT=str(parts.port or 5432),
-        DB_USER=parts.username or "",
-        DB_PASSWORD=parts.password or "",
-        DB_NAME=parts.path.lstrip("/"),
-        LOG_FORMAT="json",
-        USE_UVLOOP="false",
-    )
+    env.update(db_env_from_url(db_url))
+    env.update(LOG_FORMAT="json", USE_UVLOOP="false")
     env.update(overrides)
     return env
 
