@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -642,30 +643,39 @@ async def datadir(pg_server: PgServer) -> str | None:
 @pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S)
 async def test_chaos_history_is_complete_and_exact(db_url: str, datadir: str | None, tmp_path: Path) -> None:
-    # Start minute: the window ends (and the simulated clock stops) a day before real now.
+    async with chaos_simulator(CFG) as sim:
+        run = ChaosRun(CFG, sim, db_url, datadir, tmp_path)
+        await run_reported(run)
+    failures = run.failures()
+    assert not failures, "\n".join(failures)
+
+
+def chaos_simulator(cfg: ChaosConfig) -> AbstractAsyncContextManager[SimHandle]:
+    """The run's simulator, its clock stopped at the start minute: the window ends a day
+    before real now. No rate limit or ban of its own (the faults inject those)."""
     now = int(time.time() * 1000)
-    t0 = now - now % MINUTE_MS - CFG.minutes * MINUTE_MS - END_MARGIN_MS - 86_400_000
-    t0 -= t0 % MINUTE_MS
-    async with running_simulator(
-        start=t0,
+    t0 = now - now % MINUTE_MS - cfg.minutes * MINUTE_MS - END_MARGIN_MS - 86_400_000
+    return running_simulator(
+        start=t0 - t0 % MINUTE_MS,
         speed=0,
-        symbols=list(CFG.symbols),
-        seed=CFG.seed,
+        symbols=list(cfg.symbols),
+        seed=cfg.seed,
         weight_limit=10_000_000,
         weight_window_s=1,
         ban_after=0,
         ban_s=BAN_S,
-    ) as sim:
-        run = ChaosRun(CFG, sim, db_url, datadir, tmp_path)
-        try:
-            await run.execute()
-        finally:
-            await run.cleanup()
-            text = run.report()
-            print(text)
-            run.save_artifacts(text)
-    failures = run.failures()
-    assert not failures, "\n".join(failures)
+    )
+
+
+async def run_reported(run: ChaosRun) -> None:
+    """Execute ``run`` and, whatever happens, stop its services and print and keep its report."""
+    try:
+        await run.execute()
+    finally:
+        await run.cleanup()
+        text = run.report()
+        print(text)
+        run.save_artifacts(text)
 
 
 # ---- the helpers, without the run ------------------------------------------------------------

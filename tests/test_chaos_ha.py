@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import os
 import random
-import time
 from pathlib import Path
 
 import asyncpg
@@ -32,8 +31,8 @@ from quaint.store.schema import apply_schema
 from tests.support.chaos import ChaosConfig, Fault
 from tests.support.database import PgServer
 from tests.support.replication import Pair, replicated_pair
-from tests.support.simulator import SimHandle, running_simulator
-from tests.test_chaos import BAN_S, CFG, END_MARGIN_MS, ROOT, SETTLE_S, ChaosRun, LogEntry
+from tests.support.simulator import SimHandle
+from tests.test_chaos import CFG, ROOT, SETTLE_S, ChaosRun, LogEntry, chaos_simulator, run_reported
 
 ARTIFACTS_HA = ROOT / "test-artifacts" / "chaos-ha"
 
@@ -136,33 +135,15 @@ async def test_chaos_two_feeders_and_a_failover_keep_history_complete_and_exact(
 ) -> None:
     if pg_server.source != "local":
         pytest.skip(f"the PostgreSQL server is {pg_server.source}: no private clusters to replicate")
-    now = int(time.time() * 1000)
-    t0 = now - now % MINUTE_MS - HA_CFG.minutes * MINUTE_MS - END_MARGIN_MS - 86_400_000
-    t0 -= t0 % MINUTE_MS
     async with replicated_pair() as pair:
         conn = await asyncpg.connect(pair.primary.url)
         try:
             await apply_schema(conn)
         finally:
             await conn.close()
-        async with running_simulator(
-            start=t0,
-            speed=0,
-            symbols=list(HA_CFG.symbols),
-            seed=HA_CFG.seed,
-            weight_limit=10_000_000,
-            weight_window_s=1,
-            ban_after=0,
-            ban_s=BAN_S,
-        ) as sim:
+        async with chaos_simulator(HA_CFG) as sim:
             run = HaChaosRun(HA_CFG, sim, pair, tmp_path)
-            try:
-                await run.execute()
-            finally:
-                await run.cleanup()
-                text = run.report()
-                print(text)
-                run.save_artifacts(text)
+            await run_reported(run)
     failures = run.failures()
     assert not failures, "\n".join(failures)
 
