@@ -9,10 +9,10 @@ import subprocess
 import tempfile
 import time
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 import asyncpg
 
+from bench.common import psql
 from quaint.binance.models import BookTick, ms_to_datetime
 from quaint.store.book import copy_book_ticks
 
@@ -45,25 +45,7 @@ def psql_copy_rows_per_s(url: str, ticks: list[BookTick]) -> float:
             when = ms_to_datetime(t.received_at).isoformat()
             f.write(f"{t.symbol},{when},{t.update_id},{t.bid_price},{t.bid_qty},{t.ask_price},{t.ask_qty}\n")
         path = f.name
-    parts = urlsplit(url)
-    env = {**os.environ, "PGPASSWORD": parts.password or ""}
-    cmd = [
-        "psql",
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        parts.hostname or "127.0.0.1",
-        "-p",
-        str(parts.port or 5432),
-        "-U",
-        parts.username or "postgres",
-        "-d",
-        parts.path.lstrip("/"),
-        "-c",
-        f"\\copy book_ticker FROM '{path}' WITH (FORMAT csv)",
-    ]
+    cmd, env = psql(url, "-c", f"\\copy book_ticker FROM '{path}' WITH (FORMAT csv)")
     try:
         started = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, timeout=600)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = ROOT / "scripts" / "pg_cluster.sh"
@@ -85,3 +86,13 @@ def sample_process(pid: int) -> ProcSample:
 def cpu_percent(before: ProcSample, after: ProcSample) -> float:
     elapsed = after.at - before.at
     return 100.0 * (after.cpu_s - before.cpu_s) / elapsed if elapsed > 0 else 0.0
+
+
+def psql(url: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """``psql`` on the database at ``url`` (no psqlrc, stop at the first error) with ``args``,
+    and the environment that carries the password."""
+    parts = urlsplit(url)
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", parts.hostname or "127.0.0.1"]
+    cmd += ["-p", str(parts.port or 5432), "-U", unquote(parts.username or "postgres")]
+    cmd += ["-d", unquote(parts.path.lstrip("/")), *args]
+    return cmd, {**os.environ, "PGPASSWORD": unquote(parts.password or "")}

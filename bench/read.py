@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import resource
 import shutil
@@ -23,11 +22,10 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
-from bench.common import ROOT, durable_cluster, machine, result
+from bench.common import ROOT, durable_cluster, machine, psql, result
 from bench.scan import FILL, load, quiesce
 from quaint.store.history import candles_args, candles_query
 from quaint.store.schema import apply_schema
@@ -43,12 +41,7 @@ def psql_copy_seconds(url: str, start: datetime, end: datetime) -> float:
     values = ["{" + SYMBOL + "}", start.isoformat(), end.isoformat()]
     assert len(args) == len(values)
     query = re.sub(r"\$(\d+)", lambda m: f":'p{m.group(1)}'", candles_query("1m", complete_only=False))
-    parts = urlsplit(url)
-    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", parts.hostname or "127.0.0.1"]
-    cmd += ["-p", str(parts.port or 5432), "-U", parts.username or "postgres", "-d", parts.path.lstrip("/")]
-    for i, value in enumerate(values, start=1):
-        cmd += ["-v", f"p{i}={value}"]
-    env = {**os.environ, "PGPASSWORD": parts.password or ""}
+    cmd, env = psql(url, *(f"--set=p{i}={value}" for i, value in enumerate(values, start=1)))
     started = time.perf_counter()
     subprocess.run(
         cmd,
