@@ -16,7 +16,13 @@ from structlog.typing import FilteringBoundLogger
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from feeder.core.connections import BookTickerMode, ConnectRateLimiter, control_messages, symbol_streams
+from feeder.core.connections import (
+    BookTickerMode,
+    ConnectRateLimiter,
+    control_messages,
+    symbol_streams,
+    symbols_per_connection,
+)
 from feeder.core.watchdog import StaleWatchdog
 from feeder.metrics import FeederMetrics
 from feeder.settings import FeederSettings
@@ -92,8 +98,7 @@ class Subscribing:
         """The symbols a new connection's URL names: at most ``URL_MAX_STREAMS`` streams (a URL of
         1024 streams is ~20 kB, past common request-line limits such as aiohttp's 8 kB); the
         rest are subscribed on the open connection (:meth:`_sync`)."""
-        per = 1 if self.settings.book_ticker_mode == "off" else 2
-        return self.symbols[: max(1, URL_MAX_STREAMS // per)]
+        return self.symbols[: symbols_per_connection(self.settings.book_ticker_mode, URL_MAX_STREAMS)]
 
     @property
     def url(self) -> str:

@@ -271,20 +271,21 @@ class Sender:
         so they need not wait for the rest. Once committed they leave the batch, so a
         failure after that retries (or bisects) only the ticks and events, which
         commit together, all or nothing: ticks have no key and must never half-repeat."""
+        # Which ticks are this feeder's to write, asked before a connection is held: a symbol
+        # seen for the first time waits for its lock's answer (up to BOOK_TAKEOVER_S / 2).
+        ticks = await self._owned(batch.ticks)
         async with lease.connection() as conn:
             if batch.candles:
                 await upsert_candles(conn, batch.candles, "ws")
                 self._candles_committed(batch)
             if batch.events:
                 async with conn.transaction():
-                    if batch.ticks:
-                        await copy_book_ticks(conn, await self._owned(batch.ticks), self._text)
+                    if ticks:
+                        await copy_book_ticks(conn, ticks, self._text)
                     for event in batch.events:
                         await self._log_event(conn, event)
-            elif batch.ticks:
-                await copy_book_ticks(
-                    conn, await self._owned(batch.ticks), self._text
-                )  # one COPY: atomic on its own
+            elif ticks:
+                await copy_book_ticks(conn, ticks, self._text)  # one COPY: atomic on its own
 
     async def _owned(self, ticks: list[BookTick]) -> list[BookTick]:
         return ticks if self.book_owner is None or not ticks else await self.book_owner(ticks)

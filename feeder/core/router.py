@@ -103,8 +103,8 @@ class FrameRouter:
         (an UNSUBSCRIBE crosses frames already on the way), a new one's are routed."""
         self.symbols = frozenset(symbols)
         self.decoder = FrameDecoder(s for sym in symbols for s in symbol_streams(sym, self.book_mode))
-        for symbol in symbols:
-            self._book_at_close.setdefault(symbol, {})
+        # Kept for the symbols still followed, started for new ones: a delisted one's goes.
+        self._book_at_close = {symbol: self._book_at_close.get(symbol, {}) for symbol in symbols}
 
     def on_frame(self, raw: str | bytes, received_at: int, now: float) -> Routed:
         try:
