@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
-import asyncpg
 import structlog
 
 from gap_handler import store
@@ -40,14 +39,13 @@ from gap_handler.core.archive_plan import (
 from gap_handler.core.exchange_clock import closed_prefix
 from gap_handler.core.intervals import MinuteRange, merge
 from gap_handler.core.planner import KlinesRequest
-from gap_handler.engine import default_db_retry_delays
+from gap_handler.engine import Engine
 from gap_handler.fetcher import Fetcher
 from gap_handler.settings import GapHandlerSettings
 from quaint.binance.archive import ArchiveOk, ArchiveShort, FileResult
 from quaint.binance.archive_client import ArchiveClient, ArchiveError
 from quaint.binance.models import MINUTE_MS, KlineColumns, ms_to_datetime
 from quaint.store.candles import upsert_kline_columns
-from quaint.store.errors import describe, retry_transient
 from quaint.store.quality import log_event
 from quaint.store.quality_event import QualityEvent
 from quaint.store.rollups import refresh_rollups
@@ -82,7 +80,7 @@ class ArchiveFill:
     def __init__(
         self,
         settings: GapHandlerSettings,
-        pool: asyncpg.Pool,
+        engine: Engine,
         session: aiohttp.ClientSession,
         fetcher: Fetcher,
         now_ms: Callable[[], int],
@@ -90,7 +88,7 @@ class ArchiveFill:
         cross_check: bool = True,
     ) -> None:
         self.settings = settings
-        self.pool = pool
+        self.engine = engine  # its db(): transient errors retried and counted as REST pages' are
         self.fetcher = fetcher
         self.now_ms = now_ms
         self.cross_check = cross_check
@@ -107,18 +105,8 @@ class ArchiveFill:
             symbol, holes, self.now_ms(), self.settings.archive_lag_days, self.settings.backfill_batch_size
         )
 
-    async def _db(self, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        async def once() -> T:
-            async with self.pool.acquire() as conn:
-                return await op(conn)
-
-        def on_retry(exc: BaseException, delay: float) -> None:
-            log.warning("db_transient_error", operation="archive", error=describe(exc), retry_in_s=delay)
-
-        return await retry_transient(once, default_db_retry_delays(), max_attempts=10, on_retry=on_retry)
-
     async def _upsert(self, rows: KlineColumns, source: str) -> int:
-        return await self._db(lambda c: upsert_kline_columns(c, rows, source))
+        return await self.engine.db("archive", rows.symbol, lambda c: upsert_kline_columns(c, rows, source))
 
     def _now(self) -> datetime:
         return ms_to_datetime(self.now_ms())
@@ -150,10 +138,12 @@ class ArchiveFill:
             queue[:0] = retry
         if written:
             start, end = min(h.start for h in holes), max(h.end for h in holes)
-            await self._db(lambda c: store.resolve_detected(c, symbol, end, self._now()))
+            await self.engine.db(
+                "archive", symbol, lambda c: store.resolve_detected(c, symbol, end, self._now())
+            )
             # Continuous aggregates (Community) refresh only the recent window themselves; a
             # refresh recomputes just the invalidated buckets inside the range.
-            await self._db(lambda c: refresh_rollups(c, start, end))
+            await self.engine.db("archive", symbol, lambda c: refresh_rollups(c, start, end))
         return written, merge(rest)
 
     async def _until_stopped(self, work: Coroutine[Any, Any, T]) -> T:
@@ -272,7 +262,7 @@ class ArchiveFill:
             resolved=True,
             resolved_at=self._now(),
         )
-        await self._db(lambda c: log_event(c, event))
+        await self.engine.db("archive", symbol, lambda c: log_event(c, event))
 
     async def _record_imported(self, symbol: str, part: FilePart, written: int, duration: float) -> None:
         lo, hi = part.ranges[0].start, part.ranges[-1].end
@@ -289,4 +279,4 @@ class ArchiveFill:
             resolved=True,
             resolved_at=self._now(),
         )
-        await self._db(lambda c: log_event(c, event))
+        await self.engine.db("archive", symbol, lambda c: log_event(c, event))

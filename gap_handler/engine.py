@@ -91,7 +91,7 @@ class Engine:
     def _now(self) -> datetime:
         return ms_to_datetime(self.now_ms())
 
-    async def _db(self, operation: str, symbol: str, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def db(self, operation: str, symbol: str, op: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``op`` (one statement: safe to repeat) on a pooled connection; a transient
         error runs it again with backoff, counted by ``operation``. Any other database
         error propagates to the worker, which handles it by class."""
@@ -145,12 +145,12 @@ class Engine:
         if written:
             # Continuous aggregates (Community) only refresh the recent window themselves:
             # a repaired minute from last month reaches its 5m..1d rows here, not never.
-            await self._db("refresh_rollups", symbol, lambda c: refresh_rollups(c, unit.start, unit.end))
+            await self.db("refresh_rollups", symbol, lambda c: refresh_rollups(c, unit.start, unit.end))
         if outcome.complete:
             self.metrics.backfill_duration.observe(duration)
             if outcome.recovered:
                 await self._record_backfilled(symbol, unit, written, outcome, duration)
-        await self._db(
+        await self.db(
             "resolve_detected", symbol, lambda c: store.resolve_detected(c, symbol, unit.end, self._now())
         )
         bound.info(
@@ -189,7 +189,7 @@ class Engine:
         if not to_store:
             return 0
         page = to_store
-        n = await self._db("upsert_candles", symbol, lambda c: upsert_kline_columns(c, page, "rest"))
+        n = await self.db("upsert_candles", symbol, lambda c: upsert_kline_columns(c, page, "rest"))
         self.metrics.candles_recovered.labels(symbol).inc(n)
         return n
 
@@ -198,7 +198,7 @@ class Engine:
         halt = halt_around(self.halts.get(symbol, []), outage)
         if halt is not None:
             details.update(reason="symbol_halted", halt_seen_from=halt[0], halt_seen_until=halt[1])
-        added = await self._db(
+        added = await self.db(
             "record_unrecoverable",
             symbol,
             lambda c: store.record_unrecoverable(c, symbol, outage, self._now(), details),
@@ -221,7 +221,7 @@ class Engine:
             "unrecoverable_minutes": outcome.unrecoverable_minutes_in_unit,
             "duration_s": round(duration, 3),
         }
-        await self._db(
+        await self.db(
             "record_backfilled",
             symbol,
             lambda c: store.record_backfilled(c, symbol, unit, written, self._now(), details),

@@ -114,7 +114,7 @@ class GapHandler:
         s = self.settings
         self.backfills = Backfills(s, self.pool, self.engine, self.fetcher, self.metrics, clock=self.clock)
         if s.archive_enabled:
-            self.backfills.archive = ArchiveFill(s, self.pool, self.session, self.fetcher, self.now_ms)
+            self.backfills.archive = ArchiveFill(s, self.engine, self.session, self.fetcher, self.now_ms)
         self.requests = DurableRequests(self.backfills, self.pool)  # the API's backfill requests, stored
         self.listener = NotifyListener(
             connect_kwargs(s),
