@@ -30,6 +30,7 @@ from quaint.binance.models import MINUTE_MS, Candle
 from quaint.store.schema import apply_schema
 from tests.support.chaos import ChaosConfig, Fault
 from tests.support.database import PgServer
+from tests.support.ha import duplicate_ticks
 from tests.support.replication import Pair, replicated_pair
 from tests.support.simulator import SimHandle
 from tests.test_chaos import CFG, ROOT, SETTLE_S, ChaosRun, LogEntry, chaos_simulator, run_reported
@@ -95,14 +96,10 @@ class HaChaosRun(ChaosRun):
 
     async def check(self, truth: dict[str, list[Candle]], expected: dict[str, list[tuple[int, int]]]) -> None:
         await super().check(truth, expected)
+        # One writer per symbol's book ticks (feeder.book_owner), through every kill and switch.
+        self.tick_duplicates = await duplicate_ticks(self.db_url)
         conn = await asyncpg.connect(self.db_url, timeout=10)
-        try:  # one writer per symbol's book ticks (feeder.book_owner), through every kill and switch
-            self.tick_duplicates = int(
-                await conn.fetchval(
-                    "SELECT count(*) FROM (SELECT 1 FROM book_ticker GROUP BY symbol, update_id"
-                    " HAVING count(*) > 1) d"
-                )
-            )
+        try:
             self.ticks = int(await conn.fetchval("SELECT count(*) FROM book_ticker"))
         finally:
             await conn.close()

@@ -20,12 +20,19 @@ import pytest
 from quaint.binance.models import MINUTE_MS
 from tests.support.chaos import ServiceProcess
 from tests.support.feeder import SIM_START, minute_of, quality_rows, stored_candles, until_sim
-from tests.support.ha import REPO, HttpProcess, db_env
+from tests.support.ha import (
+    REPO,
+    HttpProcess,
+    db_env,
+    duplicate_ticks,
+    healthy,
+    newest_update_id,
+    ticks_after,
+)
 from tests.support.netns import Netns, netns_unavailable, network_namespace, tcp_relay
 from tests.support.services import free_port
 from tests.support.simulator import running_simulator
 from tests.support.waiting import wait_for
-from tests.test_ha_feeders import _healthy, _ticks_after, duplicate_ticks, newest_update_id
 
 pytestmark = [pytest.mark.ha, pytest.mark.slow]
 
@@ -115,7 +122,7 @@ async def test_a_cut_off_feeder_loses_nothing_reports_it_and_recovers(
         try:
             await a.proc.start()
             await b.proc.start()
-            await wait_for(functools.partial(_healthy, a), 60, "feeder-a healthy", interval=0.1)
+            await wait_for(functools.partial(healthy, a), 60, "feeder-a healthy", interval=0.1)
             await wait_for(functools.partial(_b_healthy, b), 60, "feeder-b healthy", interval=0.2)
             await until_sim(sim, sim.clock.now_ms() + 2 * MINUTE_MS)
 
@@ -124,7 +131,7 @@ async def test_a_cut_off_feeder_loses_nothing_reports_it_and_recovers(
             await wait_for(functools.partial(_b_reports_the_cut, b), 60, "feeder-b stale", interval=0.2)
             mark = {s: await newest_update_id(db_url, s) for s in SYMBOLS}
             for s in SYMBOLS:  # A writes every symbol's ticks (it takes over what B owned)
-                after = functools.partial(_ticks_after, db_url, s, mark[s])
+                after = functools.partial(ticks_after, db_url, s, mark[s])
                 await wait_for(after, 60, f"{s} book ticks while feeder-b is cut off")
             await until_sim(sim, sim.clock.now_ms() + 5 * MINUTE_MS)
             written = int((await b.state()).get("candles_processed", 0))

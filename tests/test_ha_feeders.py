@@ -38,7 +38,7 @@ from tests.support.feeder import (
     tick,
     until_sim,
 )
-from tests.support.ha import HttpProcess, db_env
+from tests.support.ha import HttpProcess, db_env, duplicate_ticks, healthy, newest_update_id, ticks_after
 from tests.support.simulator import running_simulator
 from tests.support.waiting import wait_for, wait_until
 
@@ -46,43 +46,6 @@ pytestmark = pytest.mark.ha
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 KILLS = 5
-
-
-async def duplicate_ticks(db_url: str) -> int:
-    conn = await connect(db_url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM (SELECT symbol, update_id FROM book_ticker"
-                " GROUP BY symbol, update_id HAVING count(*) > 1) d"
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def ticks_since(db_url: str, symbol: str, update_id: int) -> int:
-    conn = await connect(db_url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM book_ticker WHERE symbol = $1 AND update_id > $2", symbol, update_id
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def newest_update_id(db_url: str, symbol: str) -> int:
-    conn = await connect(db_url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT coalesce(max(update_id), 0) FROM book_ticker WHERE symbol = $1", symbol
-            )
-        )
-    finally:
-        await conn.close()
 
 
 @pytest.mark.slow
@@ -111,18 +74,18 @@ async def test_two_feeders_one_killed_again_and_again_store_everything_once(
             await a.proc.start()
             await b.proc.start()
             for p in (a, b):
-                await wait_for(functools.partial(_healthy, p), 60, f"{p.proc.name} healthy", interval=0.1)
+                await wait_for(functools.partial(healthy, p), 60, f"{p.proc.name} healthy", interval=0.1)
             for _ in range(KILLS):
                 await until_sim(sim, sim.clock.now_ms() + 2 * MINUTE_MS)
                 await a.proc.kill()
                 # Written after the kill: by the survivor (the owner all along, or taking over).
                 mark = {s: await newest_update_id(db_url, s) for s in SYMBOLS}
                 for s in SYMBOLS:
-                    after = functools.partial(_ticks_after, db_url, s, mark[s])
+                    after = functools.partial(ticks_after, db_url, s, mark[s])
                     await wait_for(after, 60, f"{s} book ticks after the kill")
                 await until_sim(sim, sim.clock.now_ms() + 2 * MINUTE_MS)
                 await a.proc.start()
-                await wait_for(lambda: _healthy(a), 60, "feeder-a healthy again", interval=0.1)
+                await wait_for(lambda: healthy(a), 60, "feeder-a healthy again", interval=0.1)
             end = minute_of(sim.clock.now_ms()) - MINUTE_MS
             await until_sim(sim, end + 2 * MINUTE_MS)
 
@@ -146,15 +109,6 @@ async def test_two_feeders_one_killed_again_and_again_store_everything_once(
 
 def row(minute: int) -> CandleRow:
     return CandleRow.of(candle(minute))
-
-
-async def _healthy(p: HttpProcess) -> bool:
-    status, body = await p.health()
-    return status == 200 and isinstance(body, dict) and body.get("status") == "healthy"
-
-
-async def _ticks_after(db_url: str, symbol: str, update_id: int) -> bool:
-    return await ticks_since(db_url, symbol, update_id) > 0
 
 
 async def test_a_gap_reports_only_the_minutes_nobody_stored(db_url: str) -> None:

@@ -14,6 +14,7 @@ import orjson
 from quaint.binance.models import MINUTE_MS
 from quaint.service.settings import db_env_from_url
 from tests.support.chaos import ServiceProcess
+from tests.support.feeder import connect
 from tests.support.services import free_port
 from tests.support.waiting import wait_for
 
@@ -79,3 +80,52 @@ def overlapping(answers: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]
 
 def minutes(start: int, end: int) -> int:
     return (end - start) // MINUTE_MS
+
+
+# ---- book ticks of several feeders ----
+
+
+async def duplicate_ticks(db_url: str) -> int:
+    conn = await connect(db_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM (SELECT symbol, update_id FROM book_ticker"
+                " GROUP BY symbol, update_id HAVING count(*) > 1) d"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def ticks_since(db_url: str, symbol: str, update_id: int) -> int:
+    conn = await connect(db_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM book_ticker WHERE symbol = $1 AND update_id > $2", symbol, update_id
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def newest_update_id(db_url: str, symbol: str) -> int:
+    conn = await connect(db_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT coalesce(max(update_id), 0) FROM book_ticker WHERE symbol = $1", symbol
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def healthy(p: HttpProcess) -> bool:
+    status, body = await p.health()
+    return status == 200 and isinstance(body, dict) and body.get("status") == "healthy"
+
+
+async def ticks_after(db_url: str, symbol: str, update_id: int) -> bool:
+    return await ticks_since(db_url, symbol, update_id) > 0
