@@ -10,7 +10,7 @@ import random
 import subprocess
 import sys
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +153,24 @@ async def test_arrow_types_are_exact_decimals_or_float64_by_choice(
     assert floats["open"].dtype == "float64" and floats["volume"].iloc[0] == 1.2345678901
     exact = await read_candles(db_pool, "BTCUSDT", START, output="pandas")
     assert isinstance(exact, pd.DataFrame)
-    assert exact["open"].dtype == object and isinstance(exact["open"].iloc[0], Decimal)
+    # Arrow-backed, each column at the narrowest precision that holds it (scale kept), every
+    # value a Decimal; the old object columns of Decimal on request.
+    volume = exact["volume"].dtype
+    assert isinstance(volume, pd.ArrowDtype) and isinstance(volume.pyarrow_dtype, pa.Decimal128Type)
+    assert volume.pyarrow_dtype.scale == 10 and volume.pyarrow_dtype.precision < 38
+    assert isinstance(exact["open"].iloc[0], Decimal) and exact["volume"].iloc[0] == Decimal("1.2345678901")
+    objects = await read_candles(db_pool, "BTCUSDT", START, output="pandas", decimals="object")
+    assert isinstance(objects, pd.DataFrame)
+    assert objects["open"].dtype == object and isinstance(objects["open"].iloc[0], Decimal)
+    assert list(objects["volume"]) == list(exact["volume"])
     assert list(floats["open"]) == [float(v) for v in exact["open"]]
+    # Narrow enough for Arrow's exact arithmetic (38 digits would not hold even a difference).
+    spread = exact["high"] - exact["low"]
+    assert list(spread) == [h - lo for h, lo in zip(objects["high"], objects["low"], strict=True)]
+    turnover = exact["close"] * exact["volume"]
+    with localcontext(prec=100):  # Python's default 28 digits would round the products
+        products = [c * v for c, v in zip(objects["close"], objects["volume"], strict=True)]
+    assert list(turnover) == products
     frame = await read_candles(db_pool, "BTCUSDT", START, output="polars")
     assert isinstance(frame, pl.DataFrame) and frame.schema["open"] == pl.Decimal(38, 8)
 
@@ -300,6 +316,7 @@ async def test_sync_reads_agree_with_async_ones(db_pool: asyncpg.Pool, db_url: s
         ({"interval": "2h"}, "interval='2h': expected one of '1m', '5m'"),
         ({"output": "numpy"}, "output='numpy': expected one of 'pandas', 'polars', 'arrow'"),
         ({"decimals": "float32"}, "decimals='float32'"),
+        ({"output": "arrow", "decimals": "object"}, "decimals='object' .* for output='pandas', not 'arrow'"),
         ({"start": "yesterday"}, "start 'yesterday': not an ISO 8601 date"),
         ({"end": "2026-02-01"}, "end .* must be after start"),
         ({"symbols": "BTC-USDT"}, "symbols='BTC-USDT': expected names such as"),

@@ -103,6 +103,8 @@ async def connection(db: Database) -> AsyncIterator[asyncpg.Connection]:
 def check_options(output: Output, decimals: Decimals) -> None:
     check_choice("output", output, OUTPUTS)
     check_choice("decimals", decimals, DECIMALS)
+    if decimals == "object" and output != "pandas":
+        raise ValueError(f"decimals='object' (Decimal objects) is for output='pandas', not {output!r}")
 
 
 @overload
@@ -182,7 +184,7 @@ async def read_candles(
     sink = TextTable(history.CANDLE_COLUMNS, CANDLE_INTEGERS, history.CANDLE_DECIMALS, decimals)
     async with connection(db) as conn:
         await history.copy_candles(conn, sink, names, lo, hi, interval=interval, complete_only=complete_only)
-    return convert(sink.finish(), output)
+    return convert(sink.finish(), output, decimals)
 
 
 @overload
@@ -249,7 +251,7 @@ async def read_book_ticks(
     sink = TextTable(BOOK_COLUMNS, ("time", "update_id"), history.BOOK_DECIMALS, decimals)
     async with connection(db) as conn:
         await history.copy_book_ticks_out(conn, sink, names, lo, hi)
-    return convert(sink.finish(), output)
+    return convert(sink.finish(), output, decimals)
 
 
 @overload
