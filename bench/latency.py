@@ -125,7 +125,9 @@ class Probe(threading.Thread):
 
     def __init__(self, port: int, symbols: list[str]) -> None:
         super().__init__(name="latency-probe", daemon=True)
-        streams = "/".join(f"{s.lower()}@kline_1m" for s in symbols)
+        # The feeder's own streams (klines and book tickers), so the simulator queues this
+        # connection the same frames in the same order and a closing kline reaches both alike.
+        streams = "/".join(f"{s.lower()}@{kind}" for s in symbols for kind in ("kline_1m", "bookTicker"))
         self.uri = parse_uri(f"ws://127.0.0.1:{port}/stream?streams={streams}")
         self.received: dict[Key, float] = {}
         self.received_wall: dict[Key, float] = {}
