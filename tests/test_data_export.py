@@ -21,7 +21,6 @@ import pytest
 
 from quaint.binance.models import MINUTE_MS, Candle, datetime_to_ms
 from quaint.data import read_candles
-from quaint.data import tables as data_tables
 from quaint.data.export import export_candles, month_of, run_export
 from quaint.store.candles import upsert_candles
 from tests.support.services import free_port
@@ -115,15 +114,20 @@ async def test_export_reloads_to_the_stored_values(
         assert everything.num_rows == stored.num_rows
 
 
-async def test_export_streams_in_chunks_across_months(
-    db_pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_export_streams_in_chunks_across_months(db_pool: asyncpg.Pool, tmp_path: Path) -> None:
     """Tiny parse chunks (a few rows each, cut anywhere in a month) give the same files."""
-    monkeypatch.setattr(data_tables, "PARSE_BYTES", 700)
     async with db_pool.acquire() as conn:
         await seed(conn)
         done = await export_candles(
-            conn, SYMBOLS, START, None, interval="15m", fmt="parquet", out=tmp_path, complete_only=True
+            conn,
+            SYMBOLS,
+            START,
+            None,
+            interval="15m",
+            fmt="parquet",
+            out=tmp_path,
+            complete_only=True,
+            parse_bytes=700,
         )
     stored = await read_candles(db_pool, SYMBOLS, START, interval="15m", complete_only=True, output="arrow")
     assert isinstance(stored, pa.Table)

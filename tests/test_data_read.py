@@ -29,12 +29,13 @@ from quaint.data import (
     read_features,
     read_features_sync,
 )
-from quaint.data import tables as data_tables
-from quaint.data.tables import Output
+from quaint.data.read import CANDLE_INTEGERS
+from quaint.data.tables import Output, TextTable
 from quaint.service.settings import Settings, db_fields_from_url
 from quaint.store.book import copy_book_ticks
 from quaint.store.candles import VALUE_COLUMNS, upsert_candles
 from quaint.store.features import FeatureRow, upsert_features
+from quaint.store.history import CANDLE_COLUMNS, CANDLE_DECIMALS, copy_candles
 from quaint.store.rollups import ROLLUPS, fetch_bars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,19 +130,20 @@ async def test_candles_of_every_interval_equal_the_stored_rows(db_pool: asyncpg.
 
 
 async def test_arrow_types_are_exact_decimals_or_float64_by_choice(
-    db_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    db_pool: asyncpg.Pool,
 ) -> None:
-    # Several chunks (one per COPY read here), typed one by one: the one with the wide value is
-    # widened alone, then every chunk is cast to its scale.
-    monkeypatch.setattr(data_tables, "PARSE_BYTES", 2000)
     async with db_pool.acquire() as conn:
         await seed(conn)
         # One value with 10 places: the column widens to scale 10 instead of rounding it.
         await conn.execute(
             "UPDATE candles_1m SET volume = 1.2345678901 WHERE symbol = $1 AND time = $2", "BTCUSDT", START
         )
-    table = await read_candles(db_pool, SYMBOLS, START, output="arrow")
-    assert isinstance(table, pa.Table)
+        # Several chunks (one per COPY read here), typed one by one: the one with the wide value
+        # is widened alone, then every chunk is cast to its scale.
+        sink = TextTable(CANDLE_COLUMNS, CANDLE_INTEGERS, CANDLE_DECIMALS, parse_bytes=2000)
+        await copy_candles(conn, sink, SYMBOLS, START, None)
+    table = sink.finish()
+    assert table.num_rows > 0
     assert table.schema.field("open").type == pa.decimal128(38, 8)
     assert table.schema.field("volume").type == pa.decimal128(38, 10)
     assert table.schema.field("time").type == pa.timestamp("us", tz="UTC")

@@ -31,7 +31,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from quaint.data.read import CANDLE_INTEGERS, INTERVALS, symbol_list, time_range
-from quaint.data.tables import TextTable, unify
+from quaint.data.tables import PARSE_BYTES, TextTable, unify
 from quaint.service.local_suite import refusal, running_local_suite
 from quaint.service.settings import Settings, load_settings
 from quaint.service.terminal import StatusLine
@@ -133,12 +133,16 @@ async def export_candles(
     out: Path,
     complete_only: bool = False,
     progress: Progress | None = None,
+    parse_bytes: int = PARSE_BYTES,
 ) -> Progress:
-    """Export (see the module doc); returns what was written."""
+    """Export (see the module doc); returns what was written. ``parse_bytes``: COPY text
+    parsed at a time (the memory held besides the month's tables)."""
     end = until or datetime.now(UTC)
     done = progress or Progress(int(since.timestamp() * 1e6), int(end.timestamp() * 1e6))
     for symbol in symbols:
-        sink = TextTable(history.CANDLE_COLUMNS, CANDLE_INTEGERS, history.CANDLE_DECIMALS)
+        sink = TextTable(
+            history.CANDLE_COLUMNS, CANDLE_INTEGERS, history.CANDLE_DECIMALS, parse_bytes=parse_bytes
+        )
         sink.on_table = files = MonthFiles(symbol, out, fmt, done, sink)
         await history.copy_candles(
             conn, sink, [symbol], since, until, interval=interval, complete_only=complete_only

@@ -49,7 +49,7 @@ PARSE_BYTES = 4 * 2**20
 
 
 class TextTable:
-    """Collects the COPY stream of ``columns`` into Arrow tables of at least :data:`PARSE_BYTES`
+    """Collects the COPY stream of ``columns`` into Arrow tables of at least ``parse_bytes``
     of text each: ``integers`` as int64, ``time`` as UTC timestamps, ``numerics`` as decimals
     (or float64, by ``decimals``), the rest as text. Each table is typed as it is parsed, so
     only one chunk's text is held at a time; :func:`unify` gives them one schema. ``on_table``
@@ -62,8 +62,10 @@ class TextTable:
         numerics: Sequence[str] = (),
         decimals: Decimals = "exact",
         on_table: Callable[[pa.Table], None] | None = None,
+        parse_bytes: int = PARSE_BYTES,
     ) -> None:
         self.numerics, self.decimals = numerics, decimals
+        self.parse_bytes = parse_bytes
         self.types = {c: pa.int64() if c in integers else pa.string() for c in columns}
         self.read = pa_csv.ReadOptions(column_names=list(columns), use_threads=False)
         # Arrow's thread pool: with polars loaded as well the process aborts at exit
@@ -83,7 +85,7 @@ class TextTable:
         self.pending.append(chunk)
         self.pending_bytes += len(chunk)
         self.bytes += len(chunk)
-        if self.pending_bytes >= PARSE_BYTES:
+        if self.pending_bytes >= self.parse_bytes:
             data = b"".join(self.pending)
             cut = data.rfind(b"\n") + 1
             self.pending, self.pending_bytes = [data[cut:]], len(data) - cut
