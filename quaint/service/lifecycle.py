@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry
 from quaint.service.health import HealthReport
 from quaint.service.http import create_service_app
 from quaint.service.retry import jittered_backoff
-from quaint.service.runtime import install_stop_signals
+from quaint.service.runtime import freeze_start_up_heap, install_stop_signals
 from quaint.service.settings import Settings
 from quaint.store.errors import CONNECTION_LOST_ERRORS, DB_ERRORS, DbErrorClass, classify_db_error, describe
 from quaint.store.origin import OriginClaim, claim_origin
@@ -256,7 +256,10 @@ async def serve(
     on_ready: Callable[[web.Application, int], None] | None = None,
 ) -> int:
     """Run the service until ``stop`` is set (default: SIGTERM/SIGINT) or it stops itself;
-    returns the exit code. ``on_ready(app, port)`` is called once the site listens."""
+    returns the exit code. ``on_ready(app, port)`` is called once the site listens. Without
+    a ``stop`` of the caller's, it owns the process: its signals, and its start-up heap
+    (frozen once listening: :func:`~quaint.service.runtime.freeze_start_up_heap`)."""
+    owns_process = stop is None
     if stop is None:
         stop = asyncio.Event()
         install_stop_signals(stop)
@@ -291,6 +294,8 @@ async def serve(
         await web.SockSite(runner, sock).start()
         port = int(sock.getsockname()[1])
         log.info(f"{spec.name}_http_listening", host=spec.host, port=port)
+        if owns_process:
+            freeze_start_up_heap()
         if on_ready is not None:
             on_ready(app, port)
         await _first(app[RUN_KEY], stop.wait, app[spec.key].wait_stopping)
