@@ -31,7 +31,10 @@ The ceiling, in the same window: a bare round trip, ``INSERT`` of one row into a
 table in autocommit (so it includes the commit's WAL flush), timed in this process every
 ``ROUND_TRIP_EVERY_S`` on a connection of its own. A closed candle cannot commit faster
 than that; ``latency_p99_over_round_trip`` is the probe's p99 over the round trip's p99
-(both tails, under the same load).
+(both tails, under the same load). A second, tighter ceiling beside it: the feeder's own
+statement (``upsert_candles`` of one candle per symbol into ``candles_1m``, the shape of a
+minute's close, on symbols the feeder does not follow) timed the same way on a connection of
+its own; ``latency_p99_over_upsert`` is what the feeder adds to the write it cannot avoid.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import asyncpg
 import orjson
@@ -55,6 +59,8 @@ from websockets.uri import parse_uri
 
 from bench import services as sv
 from bench.common import cpu_percent, durable_cluster, machine, result
+from quaint.binance.models import MINUTE_MS, Candle
+from quaint.store.candles import upsert_candles
 from quaint.store.schema import apply_schema
 
 CHANNEL = "bench_candle_commits"
@@ -198,11 +204,50 @@ async def _round_trips(url: str, out: list[float]) -> None:
         await conn.close()
 
 
+def _minute_of_candles(symbols: int, open_time: int) -> list[Candle]:
+    """One closed candle per symbol of a set the feeder does not follow, for ``open_time``."""
+    price = Decimal("100.12345678")
+    return [
+        Candle(
+            f"UPSERT{i}USDT",
+            open_time,
+            open_time + MINUTE_MS - 1,
+            price,
+            price + 1,
+            price - 1,
+            price,
+            Decimal("12.5"),
+            Decimal("1251.54320975"),
+            42,
+            Decimal("6.25"),
+            Decimal("625.77160487"),
+        )
+        for i in range(symbols)
+    ]
+
+
+async def _upserts(url: str, symbols: int, out: list[float]) -> None:
+    """Time the feeder's candle upsert of a minute's close every ``ROUND_TRIP_EVERY_S``."""
+    conn = await asyncpg.connect(url)
+    open_time = (int(time.time() * 1000) // MINUTE_MS - 10 * 24 * 60) * MINUTE_MS  # 10 days ago
+    try:
+        while True:
+            candles = _minute_of_candles(symbols, open_time)
+            started = time.monotonic()
+            await upsert_candles(conn, candles, "ws")
+            out.append(time.monotonic() - started)
+            open_time += MINUTE_MS
+            await asyncio.sleep(ROUND_TRIP_EVERY_S)
+    finally:
+        await conn.close()
+
+
 @dataclass
 class Measured:
     matched: Matched  # receipt -> NOTIFY delivered
     lower: list[float]  # receipt -> upsert statement start (s)
     round_trips: list[float]  # bare INSERT + COMMIT (s), during the window
+    upserts: list[float]  # the feeder's candle upsert of one minute (s), during the window
     before: dict[sv.MetricKey, float]
     after: dict[sv.MetricKey, float]
 
@@ -226,10 +271,15 @@ async def _measure(
         m0 = await asyncio.to_thread(feeder.metrics)
         since = time.monotonic()
         round_trips: list[float] = []
-        timer = asyncio.create_task(_round_trips(url, round_trips))
+        upserts: list[float] = []
+        timers = [
+            asyncio.create_task(_round_trips(url, round_trips)),
+            asyncio.create_task(_upserts(url, len(symbols), upserts)),
+        ]
         await asyncio.sleep(seconds)
-        timer.cancel()
-        await asyncio.wait([timer])
+        for timer in timers:
+            timer.cancel()
+        await asyncio.wait(timers)
         m1 = await asyncio.to_thread(feeder.metrics)
         await asyncio.sleep(1.0)  # commits of the last candles received in the window
         rows = await listener.fetch(INGESTED)
@@ -241,7 +291,7 @@ async def _measure(
     started = {(r["symbol"], int(r["t"])): float(r["at"]) for r in rows}
     wall = probe.received_wall
     lower = [started[k] - wall[k] for k, v in in_window.items() if v >= since and k in started]
-    return Measured(matched, lower, round_trips, m0, m1)
+    return Measured(matched, lower, round_trips, upserts, m0, m1)
 
 
 def main() -> None:
@@ -277,6 +327,7 @@ def main() -> None:
     ms = [x * 1000 for x in got.matched.latencies]
     low = [x * 1000 for x in got.lower]
     trip = [x * 1000 for x in got.round_trips]
+    upsert = [x * 1000 for x in got.upserts]
     print(
         f"probe: {len(ms)} closed candles, receipt -> NOTIFY at commit p50 {percentile(ms, 0.5):.2f} ms,"
         f" p99 {percentile(ms, 0.99):.2f} ms, max {max(ms, default=float('nan')):.2f} ms,"
@@ -294,6 +345,12 @@ def main() -> None:
         f" {percentile(ms, 0.99) / percentile(trip, 0.5):.2f}"
     )
     print(
+        f"the feeder's statement alone, upsert of {len(symbols)} candles ({len(upsert)} in the window):"
+        f" p50 {percentile(upsert, 0.5):.2f} ms, p99 {percentile(upsert, 0.99):.2f} ms"
+        f" ({percentile(upsert, 0.99) / percentile(trip, 0.99):.2f} x the round trip's p99);"
+        f" candle p99 / upsert p99 {percentile(ms, 0.99) / percentile(upsert, 0.99):.2f}"
+    )
+    print(
         f"feeder histogram: {count:.0f} candles, p50 <= {hist_p50 * 1000:g} ms, p99 <= {hist_p99 * 1000:g} ms"
         f"; feeder CPU {feeder_cpu:.0f} % of one core; load {sv.loadavg()}"
     )
@@ -304,3 +361,5 @@ def main() -> None:
     result("latency_feeder_hist_p99_ms", hist_p99 * 1000, "ms")
     result("latency_round_trip_p99_ms", percentile(trip, 0.99), "ms")
     result("latency_p99_over_round_trip", percentile(ms, 0.99) / percentile(trip, 0.99), "ratio")
+    result("latency_upsert_p99_ms", percentile(upsert, 0.99), "ms")
+    result("latency_p99_over_upsert", percentile(ms, 0.99) / percentile(upsert, 0.99), "ratio")

@@ -46,6 +46,8 @@ FIGURES = {
         "latency_feeder_hist_p99_ms",
         "latency_round_trip_p99_ms",
         "latency_p99_over_round_trip",
+        "latency_upsert_p99_ms",
+        "latency_p99_over_upsert",
     },
     "backfill": {
         "backfill_candles_per_s",
@@ -76,6 +78,8 @@ FIGURES = {
         "read_pandas_ratio_to_copy",
         "export_parquet_ratio_to_copy",
         "read_peak_rss_mb",
+        "read_pandas_objects_ratio_to_copy",
+        "read_pandas_objects_peak_rss_mb",
     },
     "universe": {
         "universe_symbols",
