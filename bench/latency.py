@@ -34,21 +34,26 @@ than that; ``latency_p99_over_round_trip`` is the probe's p99 over the round tri
 (both tails, under the same load). A second, tighter ceiling beside it: the feeder's own
 statement (``upsert_candles`` of one candle per symbol into ``candles_1m``, the shape of a
 minute's close, on symbols the feeder does not follow) timed the same way on a connection of
-its own; ``latency_p99_over_upsert`` is what the feeder adds to the write it cannot avoid.
+its own, for half as long right after the window (in it, its writes would load the server the
+candles and round trips are measured on); ``latency_p99_over_upsert`` is what the feeder adds
+to the write it cannot avoid.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import socket
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import orjson
@@ -242,12 +247,20 @@ async def _upserts(url: str, symbols: int, out: list[float]) -> None:
         await conn.close()
 
 
+async def _timed(timer: Coroutine[Any, Any, None], seconds: float) -> None:
+    """Run ``timer`` (one of the loops above) for ``seconds``."""
+    task = asyncio.create_task(timer)
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.wait([task])
+
+
 @dataclass
 class Measured:
     matched: Matched  # receipt -> NOTIFY delivered
     lower: list[float]  # receipt -> upsert statement start (s)
     round_trips: list[float]  # bare INSERT + COMMIT (s), during the window
-    upserts: list[float]  # the feeder's candle upsert of one minute (s), during the window
+    upserts: list[float]  # the feeder's candle upsert of one minute (s), just after the window
     before: dict[sv.MetricKey, float]
     after: dict[sv.MetricKey, float]
 
@@ -268,22 +281,22 @@ async def _measure(
     try:
         await asyncio.to_thread(probe.subscribed.wait, 30)
         await asyncio.sleep(warmup)
+        # No collection in this process while it stamps: a pause there would be counted as
+        # the feeder's (a NOTIFY stamped late) or hide it (a frame stamped late).
+        gc.collect()
+        gc.disable()
         m0 = await asyncio.to_thread(feeder.metrics)
         since = time.monotonic()
         round_trips: list[float] = []
-        upserts: list[float] = []
-        timers = [
-            asyncio.create_task(_round_trips(url, round_trips)),
-            asyncio.create_task(_upserts(url, len(symbols), upserts)),
-        ]
-        await asyncio.sleep(seconds)
-        for timer in timers:
-            timer.cancel()
-        await asyncio.wait(timers)
+        await _timed(_round_trips(url, round_trips), seconds)
         m1 = await asyncio.to_thread(feeder.metrics)
-        await asyncio.sleep(1.0)  # commits of the last candles received in the window
+        # The statement's own ceiling after the window, not in it: its writes would load the
+        # server (and the round trips) while the candles are measured.
+        upserts: list[float] = []
+        await _timed(_upserts(url, len(symbols), upserts), seconds / 2)
         rows = await listener.fetch(INGESTED)
     finally:
+        gc.enable()
         await asyncio.to_thread(probe.finish)
         await listener.close()
     in_window = {k: v for k, v in probe.received.items() if v < since + seconds}
