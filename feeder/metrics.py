@@ -18,11 +18,8 @@ from prometheus_client.registry import Collector
 from feeder.core.accumulator import Accumulator
 from feeder.core.router import FrameRouter
 from feeder.core.watchdog import StaleWatchdog
+from quaint.service.series import worst
 
-# Up to this many symbols every one has its own feeder_seconds_since_last_closed_candle series;
-# beyond, only the STALEST_EXPORTED stalest (2,000 symbols would be 2,000 series per scrape).
-PER_SYMBOL_MAX = 100
-STALEST_EXPORTED = 50
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 50_000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 # Commits take a few ms and the receipt-to-commit target is p99 <= 5 ms: fine steps up
@@ -184,24 +181,22 @@ class StateCollector(Collector):
             "Seconds since the last closed candle arrived, per symbol",
             labels=["symbol"],
         )
-        ages = [
-            (since, sym)
+        ages = {
+            sym: since
             for sym in self.symbols
             if (since := self.watchdog.since_last_closed(sym, now)) is not None
-        ]
+        }
         stale = [sym for sym in self.symbols if self.watchdog.is_stale(sym, now)]
-        if len(self.symbols) > PER_SYMBOL_MAX:
-            # The whole market: the stalest only (what the alert on this series needs), not a
-            # series per symbol; counts and the maximum below say the rest.
-            ages = sorted(ages, reverse=True)[:STALEST_EXPORTED]
-        for since, symbol in ages:
+        # The whole market (beyond PER_SYMBOL_MAX symbols): the stalest only, what the alert on
+        # this series needs; the counts and the maximum below say the rest.
+        for symbol, since in worst(ages, len(self.symbols)):
             age.add_metric([symbol], since)
         yield age
         yield GaugeMetricFamily("feeder_stale_symbols", "Symbols past the stale timeout", value=len(stale))
         yield GaugeMetricFamily(
             "feeder_max_seconds_since_last_closed_candle",
             "The longest any followed symbol has gone without a closed candle",
-            value=max((a for a, _ in ages), default=0.0),
+            value=max(ages.values(), default=0.0),
         )
         yield GaugeMetricFamily(
             "feeder_batch_linger_seconds",

@@ -252,7 +252,7 @@ class Backfills:
     def _set_missing_24h(self, symbol: str, now: int) -> None:
         day_ago = floor_minute(now - DAY_MS)
         recent = [c for h in self.current_holes[symbol] if (c := h.clip(day_ago, h.end)) is not None]
-        self.metrics.missing_minutes_24h.labels(symbol).set(total_minutes(recent))
+        self.metrics.missing_minutes_24h.set(symbol, total_minutes(recent))
 
     async def _refresh_holes(self, symbol: str, unit: MinuteRange) -> None:
         """A unit ended: what it filled is no longer listed as a hole (``GET /gaps``) nor
@@ -274,7 +274,7 @@ class Backfills:
             self.claimed[symbol] = merge([*self.claimed[symbol], unit])
             priority = (0 if admin else 1, unit.start, next(self._seq))
             self.queue.put_nowait(Job(priority, symbol, unit, task))
-            self.metrics.gaps_found.labels(symbol).inc()
+            self.metrics.gaps_found.inc(symbol)
         self.metrics.queued.set(self.queue.qsize())
         return len(units)
 

@@ -173,7 +173,7 @@ class Engine:
         rows = (await self.fetcher.klines(symbol, req)).rows
         final = closed_prefix(rows.open_times, rows.close_times, asked_at)
         if final < len(rows):
-            self.metrics.rows_not_final.labels(symbol).inc(len(rows) - final)
+            self.metrics.rows_not_final.inc(symbol, len(rows) - final)
         if req.probe:
             first = rows.open_times[0] if final else None
             keep = machine.on_probe(first, closed_end(asked_at) - SETTLE_MS)
@@ -190,7 +190,7 @@ class Engine:
             return 0
         page = to_store
         n = await self.db("upsert_candles", symbol, lambda c: upsert_kline_columns(c, page, "rest"))
-        self.metrics.candles_recovered.labels(symbol).inc(n)
+        self.metrics.candles_recovered.inc(symbol, n)
         return n
 
     async def _record_outage(self, symbol: str, outage: MinuteRange) -> None:
@@ -204,7 +204,7 @@ class Engine:
             lambda c: store.record_unrecoverable(c, symbol, outage, self._now(), details),
         )
         if added:
-            self.metrics.gaps_unrecoverable.labels(symbol).inc()
+            self.metrics.gaps_unrecoverable.inc(symbol)
             log.warning(
                 "gap_unrecoverable",
                 symbol=symbol,
@@ -226,4 +226,4 @@ class Engine:
             symbol,
             lambda c: store.record_backfilled(c, symbol, unit, written, self._now(), details),
         )
-        self.metrics.gaps_backfilled.labels(symbol).inc()
+        self.metrics.gaps_backfilled.inc(symbol)

@@ -107,6 +107,8 @@ class GapHandler:
         )
         self._stop = asyncio.Event()
         self._build_work()
+        # What /metrics breaks down per symbol: the current term's scans' symbols.
+        self.metrics.followed = lambda: self.backfills.symbols
 
     def _build_work(self) -> None:
         """The leader's parts, fresh: built again after a term ends, so nothing of the

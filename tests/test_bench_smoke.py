@@ -88,6 +88,9 @@ FIGURES = {
         "universe_candle_p99_ms",
         "universe_candles_exact",
         "scan_incremental_ms_per_symbol",
+        "universe_gap_handler_rss_mb",
+        "universe_gap_handler_ratio_to_cap",
+        "universe_gap_handler_exact",
     },
     "scan-scale": {
         *(f"scan_full_ms_per_symbol_day_{n}" for n in (2, 4)),

@@ -42,6 +42,7 @@ CORE_MODULES = [
     "quaint.service.health",
     "quaint.store.quality_event",
     "quaint.service.retry",
+    "quaint.service.series",
 ]
 
 # Run in the child: import the module under a watch that notes, for each forbidden

@@ -13,7 +13,8 @@ from feeder.core.gaps import GapDetector
 from feeder.core.health import DETAIL_MAX, STALEST_SHOWN, Detail, HealthInputs, SymbolHealth, build_health
 from feeder.core.router import FrameRouter
 from feeder.core.watchdog import StaleWatchdog
-from feeder.metrics import STALEST_EXPORTED, StateCollector
+from feeder.metrics import StateCollector
+from quaint.service.series import WORST_EXPORTED
 
 N = 2000
 
@@ -80,7 +81,7 @@ def test_metrics_at_two_thousand_symbols_are_bounded() -> None:
     )
     lines = generate_latest(registry).decode().splitlines()
     ages = [x for x in lines if x.startswith("feeder_seconds_since_last_closed_candle{")]
-    assert len(ages) == STALEST_EXPORTED
+    assert len(ages) == WORST_EXPORTED
     assert any('symbol="S0USDT"' in x for x in ages)  # the stalest are the ones kept
     assert not any('symbol="S1999USDT"' in x for x in ages)
     assert "feeder_max_seconds_since_last_closed_candle 2000.0" in lines
