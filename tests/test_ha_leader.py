@@ -165,7 +165,8 @@ async def test_a_leader_whose_lock_session_ends_steps_down_and_the_other_takes_o
                 async def two_terms() -> bool:
                     return len(await quality_rows(db_url, "leader_changed")) == 2
 
-                await wait_for(two_terms, 30, "a leader_changed row per term")
+                # Each term's row is written by its leader once it leads: generous on a busy machine.
+                await wait_for(two_terms, 90, "a leader_changed row per term")
     assert await quality_rows(db_url, "db_failover") == []  # one server all along
 
 
