@@ -152,13 +152,22 @@ async def test_a_leader_whose_lock_session_ends_steps_down_and_the_other_takes_o
                     await conn.execute("SELECT pg_terminate_backend($1)", holder["pid"])
                 finally:
                     await conn.close()
+
                 # The first one's term was cancelled and its parts built afresh; it defers to
-                # the standby, which takes the lock.
-                await wait_until(lambda: second.leadership.role == "leader", 30, "the second one leading")
-                assert first.leadership.role == "standby"
-                assert first.backfills is not term_of_first
-                assert first.metrics.leader._value.get() == 0
-                assert second.metrics.leader._value.get() == 1
+                # the standby, which takes the lock. Each gauge follows its role one task hop
+                # later (the run loop sets it once woken by the election), and the second can
+                # take the lock before the first notices its session ended: wait for all of it,
+                # else a busy machine sees the gaps between.
+                def handed_over() -> bool:
+                    return (
+                        second.leadership.role == "leader"
+                        and second.metrics.leader._value.get() == 1
+                        and first.leadership.role == "standby"
+                        and first.backfills is not term_of_first
+                        and first.metrics.leader._value.get() == 0
+                    )
+
+                await wait_until(handed_over, 60, "the second one leading, the first standing by")
                 health = await first.health()
                 assert (health.status, health.body["role"]) == ("healthy", "standby")
 
